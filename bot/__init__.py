@@ -1,0 +1,1 @@
+"""The front process: configuration, command line, persistence and orchestration."""

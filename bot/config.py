@@ -1,0 +1,313 @@
+"""One typed configuration object, read once from `imagine.toml` and `IMAGINE_*` environment variables.
+
+Every setting has a place in the file (`[section] key`) and an environment name
+(`IMAGINE_SECTION_KEY`, or `IMAGINE_KEY` for top-level settings); the environment wins.
+`load_settings(path, environ)` takes the environment as a mapping so tests pass a dict.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import platformdirs
+
+from bot.errors import ConfigError
+from engine.limits import Limits
+
+DEFAULT_MODEL = "stabilityai/sd-turbo"
+DEFAULT_API_URL = "https://discord.com/api/v10"
+DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg/"
+CONFIG_ENV = "IMAGINE_CONFIG"
+DEFAULT_CONFIG_FILE = "imagine.toml"
+
+
+class Secret:
+    """A value that must never be printed: `repr` and `str` hide it; `reveal()` hands it over."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    token: Secret | None = None
+    api_url: str = DEFAULT_API_URL
+    gateway_url: str = DEFAULT_GATEWAY_URL
+    # Commands synced to these guilds appear at once; global commands can take a while to show.
+    guild_ids: tuple[int, ...] = ()
+
+    def require_token(self) -> Secret:
+        if self.token is None or not self.token.reveal().strip():
+            raise ConfigError(
+                "IMAGINE_DISCORD_TOKEN is not set: create a bot at https://discord.com/developers/applications, "
+                "then set IMAGINE_DISCORD_TOKEN (or `token` under [discord] in imagine.toml)."
+            )
+        return self.token
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    max_jobs_per_user: int = 2
+    progress_interval_seconds: float = 1.0
+    watchdog_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    device: str = "auto"
+    heartbeat_seconds: float = 2.0
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    model: str = DEFAULT_MODEL
+    queue_url: str = "local"
+    log_level: str = "INFO"
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+    bot: BotSettings = field(default_factory=BotSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    limits: Limits = field(default_factory=Limits)
+    source: Path | None = None
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def queue_path(self) -> Path:
+        """Where the local queue keeps its jobs when `queue_url` is `local`."""
+        return self.data_dir / "queue.sqlite3"
+
+
+def _parse_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    return int(str(value).strip())
+
+
+def _parse_positive_int(value: object) -> int:
+    number = _parse_int(value)
+    if number < 1:
+        raise ValueError
+    return number
+
+
+def _parse_positive_float(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+    if not number > 0:
+        raise ValueError
+    return number
+
+
+def _parse_str(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError
+    return value.strip()
+
+
+def _parse_url(schemes: tuple[str, ...]) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = _parse_str(value)
+        parts = urlsplit(text)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ValueError
+        return text
+
+    return parse
+
+
+def _parse_queue_url(value: object) -> str:
+    text = _parse_str(value)
+    if text == "local" or urlsplit(text).scheme in ("redis", "rediss"):
+        return text
+    raise ValueError
+
+
+def _parse_database_url(value: object) -> str:
+    text = _parse_str(value)
+    scheme = urlsplit(text).scheme
+    if scheme.split("+")[0] not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError
+    return text
+
+
+def _parse_guild_ids(value: object) -> tuple[int, ...]:
+    items = value if isinstance(value, list) else [p for p in str(value).split(",") if p.strip()]
+    return tuple(_parse_positive_int(item) for item in items)
+
+
+def _parse_device(value: object) -> str:
+    text = _parse_str(value).lower()
+    if text not in ("auto", "cpu", "cuda", "mps") and not text.startswith("cuda:"):
+        raise ValueError
+    return text
+
+
+def _parse_log_level(value: object) -> str:
+    text = _parse_str(value).upper()
+    if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError
+    return text
+
+
+@dataclass(frozen=True)
+class _Option:
+    section: str | None
+    key: str
+    parse: Callable[[object], Any]
+    accepts: str
+
+    @property
+    def env(self) -> str:
+        parts = [self.section, self.key] if self.section else [self.key]
+        return "IMAGINE_" + "_".join(parts).upper()
+
+    @property
+    def where(self) -> str:
+        return f"[{self.section}] {self.key}" if self.section else self.key
+
+
+_OPTIONS = (
+    _Option(None, "model", _parse_str, "a diffusers model id such as stabilityai/sd-turbo, or a local folder"),
+    _Option(None, "data_dir", _parse_str, "a folder path"),
+    _Option(None, "database_url", _parse_database_url, "a sqlite:/// or postgresql:// URL"),
+    _Option(None, "queue_url", _parse_queue_url, "`local` or a redis:// URL"),
+    _Option(None, "log_level", _parse_log_level, "DEBUG, INFO, WARNING or ERROR"),
+    _Option("discord", "token", _parse_str, "the bot token from the Discord developer portal"),
+    _Option("discord", "api_url", _parse_url(("http", "https")), "an http(s) URL such as " + DEFAULT_API_URL),
+    _Option("discord", "gateway_url", _parse_url(("ws", "wss")), "a ws(s) URL such as " + DEFAULT_GATEWAY_URL),
+    _Option("discord", "guild_ids", _parse_guild_ids, "a comma-separated list of server ids"),
+    _Option("bot", "max_jobs_per_user", _parse_positive_int, "a whole number of at least 1"),
+    _Option("bot", "progress_interval_seconds", _parse_positive_float, "a number of seconds above 0"),
+    _Option("bot", "watchdog_seconds", _parse_positive_float, "a number of seconds above 0"),
+    _Option("engine", "device", _parse_device, "auto, cpu, cuda, cuda:N or mps"),
+    _Option("engine", "heartbeat_seconds", _parse_positive_float, "a number of seconds above 0"),
+    _Option("engine", "lease_seconds", _parse_positive_float, "a number of seconds above 0"),
+    _Option("engine", "max_attempts", _parse_positive_int, "a whole number of at least 1"),
+    _Option("limits", "max_count", _parse_positive_int, "a whole number of at least 1"),
+    _Option("limits", "max_steps", _parse_positive_int, "a whole number of at least 1"),
+    _Option("limits", "min_size", _parse_positive_int, "a whole number of pixels"),
+    _Option("limits", "max_size", _parse_positive_int, "a whole number of pixels"),
+    _Option("limits", "max_prompt_chars", _parse_positive_int, "a whole number of at least 1"),
+)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist: create it or leave out --config/IMAGINE_CONFIG."
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
+
+
+def _file_values(data: Mapping[str, Any], path: Path) -> dict[tuple[str | None, str], object]:
+    known = {(o.section, o.key) for o in _OPTIONS}
+    sections = {o.section for o in _OPTIONS if o.section}
+    values: dict[tuple[str | None, str], object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key in sections:
+            for inner, inner_value in value.items():
+                if (key, inner) not in known:
+                    raise ConfigError(f"{path}: unknown setting `{inner}` under [{key}]; see the README for the list.")
+                values[(key, inner)] = inner_value
+        elif (None, key) in known:
+            values[(None, key)] = value
+        else:
+            raise ConfigError(f"{path}: unknown setting `{key}`; see the README for the list.")
+    return values
+
+
+def find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from the file at `path` (if any) and the environment; raise `ConfigError` on bad values."""
+    env = os.environ if environ is None else environ
+    raw = _file_values(_read_file(path), path) if path else {}
+    parsed: dict[tuple[str | None, str], Any] = {}
+    for option in _OPTIONS:
+        from_env = env.get(option.env)
+        if from_env is not None and from_env.strip() != "":
+            value: object = from_env
+            source = option.env
+        elif (option.section, option.key) in raw:
+            value = raw[(option.section, option.key)]
+            source = f"{path}: {option.where}"
+        else:
+            continue
+        try:
+            parsed[(option.section, option.key)] = option.parse(value)
+        except (ValueError, TypeError):
+            shown = "(hidden)" if option.key == "token" else repr(value)
+            raise ConfigError(f"{source} = {shown} is not valid: expected {option.accepts}.") from None
+
+    def section(name: str) -> dict[str, Any]:
+        return {key: value for (sec, key), value in parsed.items() if sec == name}
+
+    data_dir = Path(parsed.get((None, "data_dir")) or platformdirs.user_data_dir("imagine")).expanduser()
+    database_url = parsed.get((None, "database_url")) or f"sqlite:///{data_dir / 'imagine.sqlite3'}"
+    discord_values = section("discord")
+    if "token" in discord_values:
+        discord_values["token"] = Secret(discord_values["token"])
+    limits = Limits(**section("limits"))
+    if limits.min_size > limits.max_size:
+        raise ConfigError("[limits] min_size must not be larger than max_size.")
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        model=parsed.get((None, "model"), DEFAULT_MODEL),
+        queue_url=parsed.get((None, "queue_url"), "local"),
+        log_level=parsed.get((None, "log_level"), "INFO"),
+        discord=DiscordSettings(**discord_values),
+        bot=BotSettings(**section("bot")),
+        engine=EngineSettings(**section("engine")),
+        limits=limits,
+        source=path,
+    )
+
+
+def describe_options() -> list[tuple[str, str, str]]:
+    """(file key, environment variable, accepted values) for every setting, for `imagine config`."""
+    return [(o.where, o.env, o.accepts) for o in _OPTIONS]

@@ -1,0 +1,91 @@
+"""Tables. Changing one needs a migration in `migrations/versions`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobStatus(StrEnum):
+    REJECTED = "rejected"  # invalid options, blocked prompt or over a limit: never queued
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"  # images stored, not yet posted
+    POSTING = "posting"  # a post was attempted; on restart check before posting again
+    POSTED = "posted"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.POSTING)
+FINAL_STATUSES = (JobStatus.REJECTED, JobStatus.POSTED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    frontend: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(32))
+    guild_id: Mapped[str | None] = mapped_column(String(32))
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="")
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    model: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(Text)
+    # What the front end needs to answer later (for Discord: interaction id and token), kept so that
+    # a restarted bot can still deliver.
+    delivery: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    message_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    transitions: Mapped[list[TransitionRow]] = relationship(
+        back_populates="job", order_by="TransitionRow.id", cascade="all, delete-orphan"
+    )
+    images: Mapped[list[ImageRow]] = relationship(
+        back_populates="job", order_by="ImageRow.index", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (Index("ix_jobs_user_status", "user_id", "status"), Index("ix_jobs_status", "status"))
+
+
+class TransitionRow(Base):
+    __tablename__ = "job_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    job: Mapped[JobRow] = relationship(back_populates="transitions")
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+
+    job: Mapped[JobRow] = relationship(back_populates="images")
+
+    __table_args__ = (Index("uq_images_job_index", "job_id", "index", unique=True),)

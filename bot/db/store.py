@@ -1,0 +1,203 @@
+"""The job record: what was asked, every status it went through, and the images it produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.db.models import ACTIVE_STATUSES, FINAL_STATUSES, ImageRow, JobRow, JobStatus, TransitionRow
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    id: str
+    frontend: str
+    user_id: str
+    guild_id: str | None
+    channel_id: str | None
+    prompt: str
+    negative_prompt: str
+    options: dict[str, Any]
+    seed: int | None
+    model: str
+    delivery: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    index: int
+    seed: int
+    width: int
+    height: int
+    path: str
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    frontend: str
+    user_id: str
+    guild_id: str | None
+    channel_id: str | None
+    prompt: str
+    negative_prompt: str
+    options: dict[str, Any]
+    seed: int | None
+    model: str
+    status: JobStatus
+    outcome: str | None
+    delivery: dict[str, Any]
+    message_id: str | None
+    created_at: datetime
+    images: tuple[StoredImage, ...]
+    transitions: tuple[tuple[JobStatus, datetime, str | None], ...]
+
+
+def _record(row: JobRow) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        frontend=row.frontend,
+        user_id=row.user_id,
+        guild_id=row.guild_id,
+        channel_id=row.channel_id,
+        prompt=row.prompt,
+        negative_prompt=row.negative_prompt,
+        options=dict(row.options),
+        seed=row.seed,
+        model=row.model,
+        status=JobStatus(row.status),
+        outcome=row.outcome,
+        delivery=dict(row.delivery),
+        message_id=row.message_id,
+        created_at=row.created_at,
+        images=tuple(
+            StoredImage(i.index, i.seed, i.width, i.height, i.path, i.sha256, i.size_bytes) for i in row.images
+        ),
+        transitions=tuple((JobStatus(t.status), t.at, t.detail) for t in row.transitions),
+    )
+
+
+class OverJobCap(Exception):
+    def __init__(self, active: int, cap: int) -> None:
+        super().__init__(f"{active} active jobs, cap {cap}")
+        self.active = active
+        self.cap = cap
+
+
+class JobStore:
+    """Synchronous on purpose: callers on an event loop run these in a thread (`asyncio.to_thread`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def _insert(self, session: Session, job: NewJob, status: JobStatus, outcome: str | None) -> None:
+        now = utcnow()
+        row = JobRow(
+            id=job.id,
+            frontend=job.frontend,
+            user_id=job.user_id,
+            guild_id=job.guild_id,
+            channel_id=job.channel_id,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            options=job.options,
+            seed=job.seed,
+            model=job.model,
+            status=status,
+            outcome=outcome,
+            delivery=job.delivery,
+            created_at=now,
+            updated_at=now,
+        )
+        row.transitions.append(TransitionRow(status=status, detail=outcome, at=now))
+        session.add(row)
+
+    def reject(self, job: NewJob, reason: str) -> None:
+        """Record a request that was refused before it reached the queue."""
+        with self._sessions.begin() as session:
+            self._insert(session, job, JobStatus.REJECTED, reason)
+
+    def active_count(self, user_id: str) -> int:
+        with self._sessions() as session:
+            return (
+                session.scalar(
+                    select(func.count()).where(JobRow.user_id == user_id, JobRow.status.in_(ACTIVE_STATUSES))
+                )
+                or 0
+            )
+
+    def accept(self, job: NewJob, *, max_active: int) -> None:
+        """Record the job as queued, or as rejected (raising `OverJobCap`) if the user is at `max_active`."""
+        with self._sessions.begin() as session:
+            active = (
+                session.scalar(
+                    select(func.count()).where(JobRow.user_id == job.user_id, JobRow.status.in_(ACTIVE_STATUSES))
+                )
+                or 0
+            )
+            over = active >= max_active
+            if over:
+                self._insert(session, job, JobStatus.REJECTED, f"busy: over the limit of {max_active} jobs at once")
+            else:
+                self._insert(session, job, JobStatus.QUEUED, None)
+        if over:
+            raise OverJobCap(active, max_active)
+
+    def transition(
+        self, job_id: str, status: JobStatus, *, detail: str | None = None, message_id: str | None = None
+    ) -> bool:
+        """Move a job to `status`. Returns False (and changes nothing) if it already ended or is there."""
+        with self._sessions.begin() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.status in FINAL_STATUSES or row.status == status:
+                return False
+            now = utcnow()
+            row.status = status
+            row.updated_at = now
+            if status in FINAL_STATUSES and detail is not None:
+                row.outcome = detail
+            if message_id is not None:
+                row.message_id = message_id
+            session.add(TransitionRow(job_id=job_id, status=status, detail=detail, at=now))
+            return True
+
+    def add_images(self, job_id: str, images: list[StoredImage]) -> None:
+        """Record stored images; recording the same index again replaces nothing."""
+        with self._sessions.begin() as session:
+            have = set(session.scalars(select(ImageRow.index).where(ImageRow.job_id == job_id)))
+            for image in images:
+                if image.index in have:
+                    continue
+                session.add(
+                    ImageRow(
+                        job_id=job_id,
+                        index=image.index,
+                        seed=image.seed,
+                        width=image.width,
+                        height=image.height,
+                        path=image.path,
+                        sha256=image.sha256,
+                        size_bytes=image.size_bytes,
+                    )
+                )
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._sessions() as session:
+            row = session.get(JobRow, job_id)
+            return _record(row) if row else None
+
+    def unfinished(self) -> list[JobRecord]:
+        """Jobs accepted but not yet ended, oldest first: what a restarted bot must pick up."""
+        with self._sessions() as session:
+            rows = session.scalars(select(JobRow).where(JobRow.status.in_(ACTIVE_STATUSES)).order_by(JobRow.created_at))
+            return [_record(row) for row in rows]

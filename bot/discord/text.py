@@ -1,0 +1,71 @@
+"""What the bot says in Discord. Plain strings, so they can be read and changed in one place."""
+
+from __future__ import annotations
+
+from bot.db.store import JobRecord
+from bot.orchestrator import Delivery, Refusal
+
+_REFUSAL_ICONS = {"invalid": "⚠️", "blocked": "⛔", "busy": "⏳", "error": "❌"}
+_BAR = 12
+
+
+def short_id(job_id: str) -> str:
+    return job_id[:8]
+
+
+def quote_prompt(prompt: str, limit: int = 300) -> str:
+    text = prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
+    return text.replace("`", "'").replace("\n", " ")
+
+
+def refused(refusal: Refusal) -> str:
+    return f"{_REFUSAL_ICONS.get(refusal.kind, '❌')} {refusal.reason}"
+
+
+def queued(job: JobRecord, position: int | None) -> str:
+    where = f"position **{position}** in the queue" if position else "about to start"
+    return f"⏳ Queued: {where}.\n> {quote_prompt(job.prompt)}\n-# job `{short_id(job.id)}`"
+
+
+def progress(job: JobRecord, step: int, total: int) -> str:
+    if total <= 0:
+        return f"🎨 Starting…\n> {quote_prompt(job.prompt)}\n-# job `{short_id(job.id)}`"
+    filled = round(_BAR * min(step, total) / total)
+    bar = "▰" * filled + "▱" * (_BAR - filled)
+    return f"🎨 Generating {bar} step {step}/{total}\n> {quote_prompt(job.prompt)}\n-# job `{short_id(job.id)}`"
+
+
+def still_waiting(job: JobRecord) -> str:
+    return (
+        "⏳ The image engine has not answered yet: it may be busy or restarting. Your job is kept and will run; "
+        f"there is no need to ask again.\n-# job `{short_id(job.id)}`"
+    )
+
+
+def posting(job: JobRecord) -> str:
+    return f"📤 Posting your images…\n-# job `{short_id(job.id)}`"
+
+
+def delivered(delivery: Delivery, *, mention: bool) -> str:
+    job = delivery.job
+    seeds = ", ".join(str(image.seed) for image, _ in delivery.images)
+    label = "seed" if len(delivery.images) == 1 else "seeds"
+    timing = f" · {delivery.seconds:.1f}s" if delivery.seconds is not None else ""
+    who = f"<@{job.user_id}> " if mention else ""
+    negative = f"\n-# not: {quote_prompt(job.negative_prompt, 150)}" if job.negative_prompt else ""
+    return (
+        f"{who}**{quote_prompt(job.prompt)}**{negative}\n"
+        f"-# {label} {seeds} · {job.model}{timing} · job `{short_id(job.id)}` · AI-generated"
+    )
+
+
+def failed(job: JobRecord, reason: str) -> str:
+    return f"❌ Your image could not be made: {reason}\n-# job `{short_id(job.id)}`"
+
+
+def cancelled(job: JobRecord) -> str:
+    return f"🚫 Cancelled.\n-# job `{short_id(job.id)}`"
+
+
+def command_error() -> str:
+    return "❌ Something went wrong on our side and your request was not queued. Please try again in a moment."

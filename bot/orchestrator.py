@@ -1,0 +1,308 @@
+"""Front-end-agnostic orchestration: a request in, checks, a queued job, progress, a delivered result.
+
+A front end (the Discord adapter, or any other) hands `submit` an `ImagineRequest` and a
+`Reporter` that knows how to talk to the user. Everything durable happens here, in an order
+that survives a crash at any point: the job is recorded before it is queued, images are
+stored before they are posted, and a job marked as posting is checked before it is posted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from bot.config import Settings
+from bot.db.models import JobStatus
+from bot.db.store import JobRecord, JobStore, NewJob, OverJobCap, StoredImage
+from bot.images import ImageStore
+from bot.requests import ImagineRequest, build_spec
+from engine.errors import InvalidRequest
+from engine.jobs import Event, EventKind, GenerationSpec, Job, new_job_id
+from engine.queue.base import JobQueue
+from moderation.prompt_gate import PromptGate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request was not queued. `kind` is invalid, blocked, busy or error."""
+
+    kind: str
+    reason: str
+
+
+class DeliveryError(Exception):
+    """The front end could not reach the user. Transient errors are retried; permanent ones end the job."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Delivery:
+    job: JobRecord
+    images: list[tuple[StoredImage, bytes]]
+    seconds: float | None
+
+
+class Reporter(Protocol):
+    """How one front end talks to the user about one request."""
+
+    async def refused(self, refusal: Refusal) -> None: ...
+
+    async def queued(self, job: JobRecord, position: int | None) -> None: ...
+
+    async def progress(self, job: JobRecord, step: int, total: int) -> None: ...
+
+    async def still_waiting(self, job: JobRecord) -> None: ...
+
+    async def deliver(self, delivery: Delivery) -> str | None:
+        """Post the images; return the message id, if the front end has one. Raise `DeliveryError`."""
+        ...
+
+    async def find_delivered(self, job: JobRecord) -> str | None:
+        """After a crash mid-post: the id of the message already posted for `job`, or None."""
+        ...
+
+    async def failed(self, job: JobRecord, reason: str) -> None: ...
+
+    async def cancelled(self, job: JobRecord) -> None: ...
+
+
+def spec_of(record: JobRecord) -> GenerationSpec:
+    options = record.options
+    return GenerationSpec(
+        prompt=record.prompt,
+        negative_prompt=record.negative_prompt,
+        seed=record.seed or 0,
+        count=options.get("count") or 1,
+        steps=options.get("steps"),
+        width=options.get("width"),
+        height=options.get("height"),
+    )
+
+
+def elapsed_seconds(record: JobRecord) -> float | None:
+    """From accepted to images stored, read off the recorded transitions."""
+    times = {status: at for status, at, _ in record.transitions}
+    if JobStatus.QUEUED in times and JobStatus.COMPLETED in times:
+        return (times[JobStatus.COMPLETED] - times[JobStatus.QUEUED]).total_seconds()
+    return None
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: JobStore,
+        queue: JobQueue,
+        images: ImageStore,
+        gate: PromptGate,
+        poll_seconds: float = 0.2,
+        delivery_retries: int = 5,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.images = images
+        self.gate = gate
+        self.poll_seconds = poll_seconds
+        self.delivery_retries = delivery_retries
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, request: ImagineRequest, reporter: Reporter) -> str | Refusal:
+        """Check, record and queue a request. Returns the job id, or the refusal the user was told."""
+        job_id = new_job_id()
+        new = NewJob(
+            id=job_id,
+            frontend=request.frontend,
+            user_id=request.user_id,
+            guild_id=request.guild_id,
+            channel_id=request.channel_id,
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or "",
+            options=request.options(),
+            seed=request.seed,
+            model=self.settings.model,
+            delivery=request.delivery,
+        )
+        refusal: Refusal | None = None
+        try:
+            spec = build_spec(request, self.settings.limits)
+            new = replace(new, seed=spec.seed, prompt=spec.prompt)
+            decision = self.gate.check(spec.prompt)
+            if not decision.allowed:
+                refusal = Refusal(
+                    "blocked",
+                    f"This prompt was stopped by the rule against {decision.label}. If you think that is a "
+                    "mistake, ask a moderator of this server to look at it.",
+                )
+        except InvalidRequest as error:
+            refusal = Refusal("invalid", error.message)
+        except Exception:
+            # Fail closed: a checker that breaks refuses the request rather than letting it through.
+            log.exception("prompt check failed for job %s", job_id)
+            refusal = Refusal("error", "The prompt could not be checked right now, so it was not queued. Try again.")
+        if refusal is not None:
+            await asyncio.to_thread(self.store.reject, new, f"{refusal.kind}: {refusal.reason}")
+            await reporter.refused(refusal)
+            return refusal
+        try:
+            await asyncio.to_thread(self.store.accept, new, max_active=self.settings.bot.max_jobs_per_user)
+        except OverJobCap as over:
+            refusal = Refusal(
+                "busy",
+                f"You already have {over.active} job(s) in progress; the limit is {over.cap} at a time. "
+                "Wait for one to finish, then try again.",
+            )
+            await reporter.refused(refusal)
+            return refusal
+        await asyncio.to_thread(self.queue.submit, Job(id=job_id, model=self.settings.model, spec=spec))
+        self.follow_in_background(job_id, reporter)
+        return job_id
+
+    def follow_in_background(self, job_id: str, reporter: Reporter) -> None:
+        task = asyncio.create_task(self._follow_logged(job_id, reporter), name=f"follow-{job_id[:8]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow_logged(self, job_id: str, reporter: Reporter) -> None:
+        try:
+            await self.follow(job_id, reporter)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("following job %s failed; it is picked up again at the next start", job_id)
+
+    async def resume(self, reporter_for: Callable[[JobRecord], Reporter | None]) -> int:
+        """Pick up every job accepted but not ended (after a restart). Returns how many."""
+        count = 0
+        for record in await asyncio.to_thread(self.store.unfinished):
+            reporter = reporter_for(record)
+            if reporter is None:
+                log.warning("job %s came from front end %r, which is not running here", record.id, record.frontend)
+                continue
+            self.follow_in_background(record.id, reporter)
+            count += 1
+        return count
+
+    async def wait_idle(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def follow(self, job_id: str, reporter: Reporter) -> None:
+        """Watch one job to its end and tell the user. Safe to call again after a restart."""
+        record = await self._get(job_id)
+        if record.status in (JobStatus.COMPLETED, JobStatus.POSTING):
+            await self._deliver(record, reporter)
+            return
+        if record.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+            return
+        # Idempotent: after a crash between recording and queueing, this is what queues it.
+        await asyncio.to_thread(self.queue.submit, Job(id=record.id, model=record.model, spec=spec_of(record)))
+        position = await asyncio.to_thread(self.queue.position, job_id)
+        await reporter.queued(record, position)
+
+        cursor: str | None = None
+        interval = self.settings.bot.progress_interval_seconds
+        watchdog = self.settings.bot.watchdog_seconds
+        last_event = last_progress = last_position_check = time.monotonic()
+        warned = False
+        while True:
+            events = await asyncio.to_thread(self.queue.events, job_id, cursor)
+            now = time.monotonic()
+            for event_cursor, event in events:
+                cursor = event_cursor
+                last_event, warned = now, False
+                if event.terminal:
+                    await self._end(record, event, reporter)
+                    return
+                if event.kind is EventKind.STARTED:
+                    await asyncio.to_thread(self.store.transition, job_id, JobStatus.RUNNING, detail=event.worker)
+                    await reporter.progress(record, 0, record.options.get("steps") or 0)
+                elif event.kind is EventKind.PROGRESS and (
+                    now - last_progress >= interval or event.step >= event.total_steps
+                ):
+                    last_progress = now
+                    await reporter.progress(record, event.step, event.total_steps)
+            if not events and now - last_position_check >= max(interval, 2.0):
+                last_position_check = now
+                new_position = await asyncio.to_thread(self.queue.position, job_id)
+                if new_position is not None and new_position != position:
+                    position = new_position
+                    await reporter.queued(record, position)
+            if not warned and now - last_event >= watchdog:
+                warned = True
+                await reporter.still_waiting(record)
+            await asyncio.sleep(self.poll_seconds)
+
+    async def _get(self, job_id: str) -> JobRecord:
+        record = await asyncio.to_thread(self.store.get, job_id)
+        if record is None:
+            raise LookupError(f"job {job_id} is not in the database")
+        return record
+
+    async def _end(self, record: JobRecord, event: Event, reporter: Reporter) -> None:
+        job_id = record.id
+        if event.kind is EventKind.DONE:
+            stored = [await asyncio.to_thread(self.images.save, job_id, image) for image in event.images]
+            await asyncio.to_thread(self.store.add_images, job_id, stored)
+            await asyncio.to_thread(
+                self.store.transition,
+                job_id,
+                JobStatus.COMPLETED,
+                detail=f"{event.seconds:.2f}s on {event.worker}",
+            )
+            await self._deliver(await self._get(job_id), reporter)
+            return
+        status = JobStatus.FAILED if event.kind is EventKind.FAILED else JobStatus.CANCELLED
+        if await asyncio.to_thread(self.store.transition, job_id, status, detail=event.reason):
+            if status is JobStatus.FAILED:
+                await reporter.failed(record, event.reason)
+            else:
+                await reporter.cancelled(record)
+        await asyncio.to_thread(self.queue.forget, job_id)
+
+    async def _deliver(self, record: JobRecord, reporter: Reporter) -> None:
+        job_id = record.id
+        if record.status is JobStatus.POSTING:
+            found = await reporter.find_delivered(record)
+            if found is not None:
+                await self._posted(job_id, found)
+                return
+        else:
+            await asyncio.to_thread(self.store.transition, job_id, JobStatus.POSTING)
+        images = [(image, await asyncio.to_thread(Path(image.path).read_bytes)) for image in record.images]
+        delivery = Delivery(record, images, elapsed_seconds(record))
+        for attempt in range(self.delivery_retries + 1):
+            try:
+                message_id = await reporter.deliver(delivery)
+            except DeliveryError as error:
+                if error.permanent or attempt == self.delivery_retries:
+                    log.error("job %s: could not deliver: %s", job_id, error)
+                    await asyncio.to_thread(
+                        self.store.transition, job_id, JobStatus.FAILED, detail=f"delivery failed: {error}"
+                    )
+                    await asyncio.to_thread(self.queue.forget, job_id)
+                    return
+                await asyncio.sleep(min(2.0**attempt, 30.0))
+            else:
+                await self._posted(job_id, message_id)
+                return
+
+    async def _posted(self, job_id: str, message_id: str | None) -> None:
+        await asyncio.to_thread(self.store.transition, job_id, JobStatus.POSTED, message_id=message_id)
+        await asyncio.to_thread(self.queue.forget, job_id)

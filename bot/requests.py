@@ -1,0 +1,52 @@
+"""A generation request as any front end hands it over, and its checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.jobs import GenerationSpec, random_seed
+from engine.limits import Limits
+
+
+@dataclass(frozen=True)
+class ImagineRequest:
+    """What a user asked for, before any check. Unset options are None."""
+
+    frontend: str
+    user_id: str
+    prompt: str
+    guild_id: str | None = None
+    channel_id: str | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+    count: int | None = None
+    steps: int | None = None
+    width: int | None = None
+    height: int | None = None
+    # Front-end data needed to answer later, even after a restart (for Discord: the interaction).
+    delivery: dict[str, Any] = field(default_factory=dict)
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "steps": self.steps,
+            "width": self.width,
+            "height": self.height,
+            "seed": self.seed,
+        }
+
+
+def build_spec(request: ImagineRequest, limits: Limits) -> GenerationSpec:
+    """The spec to queue: a seed chosen now if none was given (so it is recorded), checked against `limits`."""
+    spec = GenerationSpec(
+        prompt=request.prompt.strip(),
+        negative_prompt=(request.negative_prompt or "").strip(),
+        seed=random_seed() if request.seed is None else request.seed,
+        count=1 if request.count is None else request.count,
+        steps=request.steps,
+        width=request.width,
+        height=request.height,
+    )
+    limits.check(spec)
+    return spec

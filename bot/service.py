@@ -1,0 +1,88 @@
+"""The bot process: database, queue, orchestrator and Discord client, and on one VM a supervised engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import discord
+
+from bot.config import Settings
+from bot.db.migrate import connect, upgrade
+from bot.db.store import JobStore
+from bot.discord.client import ImagineClient, point_at
+from bot.errors import ConfigError, ImagineError
+from bot.images import ImageStore
+from bot.orchestrator import Orchestrator
+from bot.supervisor import EngineSupervisor
+from engine.queue import open_queue
+from moderation.prompt_gate import PromptGate
+
+log = logging.getLogger(__name__)
+
+
+def engine_argv(config_path: Path | None) -> list[str]:
+    argv = [sys.executable, "-m", "bot"]
+    if config_path is not None:
+        argv += ["--config", str(config_path)]
+    return [*argv, "engine"]
+
+
+async def serve(settings: Settings, *, with_engine: bool) -> None:
+    """Run until SIGINT/SIGTERM. With `with_engine`, also start and supervise a local engine."""
+    token = settings.discord.require_token()
+    database = connect(settings.database_url)
+    await asyncio.to_thread(upgrade, database)
+    queue = open_queue(
+        settings.queue_url,
+        local_path=settings.queue_path,
+        lease_seconds=settings.engine.lease_seconds,
+        max_attempts=settings.engine.max_attempts,
+    )
+    orchestrator = Orchestrator(
+        settings=settings,
+        store=JobStore(database),
+        queue=queue,
+        images=ImageStore(settings.images_dir),
+        gate=PromptGate.from_package(),
+    )
+    point_at(settings.discord.api_url, settings.discord.gateway_url)
+    supervisor = EngineSupervisor(engine_argv(settings.source)) if with_engine else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    client = ImagineClient(settings, orchestrator)
+    try:
+        async with client:
+            tasks = [asyncio.create_task(client.start(token.reveal()), name="discord")]
+            if supervisor is not None:
+                tasks.append(asyncio.create_task(supervisor.run(), name="engine-supervisor"))
+            stopper = asyncio.create_task(stop.wait(), name="stop")
+            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and not task.cancelled() and task.exception() is not None:
+                    error = task.exception()
+                    if isinstance(error, discord.LoginFailure):
+                        raise ConfigError(
+                            "Discord rejected IMAGINE_DISCORD_TOKEN: copy the bot token again from the "
+                            "developer portal (Bot → Reset Token)."
+                        ) from None
+                    if isinstance(error, discord.PrivilegedIntentsRequired):
+                        raise ImagineError("Discord refused the gateway intents this bot asked for.") from None
+                    raise ImagineError(f"lost the connection to Discord: {error}") from error
+            log.info("stopping")
+            for task in [*tasks, stopper]:
+                task.cancel()
+            await asyncio.gather(*tasks, stopper, return_exceptions=True)
+    finally:
+        await orchestrator.aclose()
+        if supervisor is not None:
+            await supervisor.stop()
+        with contextlib.suppress(Exception):
+            queue.close()
+        database.dispose()

@@ -1,0 +1,1 @@
+"""The GPU worker: job contract, queue transports, diffusers pipelines."""

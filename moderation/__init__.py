@@ -1,0 +1,1 @@
+"""Safeguards: prompt and image gates, provenance, audit log and limits. No Discord objects here."""
