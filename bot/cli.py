@@ -190,8 +190,16 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _quiet_libraries() -> None:
+    # The ML libraries print progress bars and advice (e.g. about torchvision) that read like faults.
+    for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        os.environ.setdefault(name, "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         settings = load_settings(find_config_file(args.config, os.environ))
         return dispatch(args, settings)

@@ -116,7 +116,7 @@ class Orchestrator:
         self.gate = gate
         self.poll_seconds = poll_seconds
         self.delivery_retries = delivery_retries
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._following: dict[str, asyncio.Task[None]] = {}
 
     async def submit(self, request: ImagineRequest, reporter: Reporter) -> str | Refusal:
         """Check, record and queue a request. Returns the job id, or the refusal the user was told."""
@@ -169,10 +169,14 @@ class Orchestrator:
         self.follow_in_background(job_id, reporter)
         return job_id
 
-    def follow_in_background(self, job_id: str, reporter: Reporter) -> None:
+    def follow_in_background(self, job_id: str, reporter: Reporter) -> bool:
+        """Follow `job_id` in a task of its own, unless this process already does. Returns True if started."""
+        if job_id in self._following:
+            return False
         task = asyncio.create_task(self._follow_logged(job_id, reporter), name=f"follow-{job_id[:8]}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._following[job_id] = task
+        task.add_done_callback(lambda _: self._following.pop(job_id, None))
+        return True
 
     async def _follow_logged(self, job_id: str, reporter: Reporter) -> None:
         try:
@@ -190,18 +194,18 @@ class Orchestrator:
             if reporter is None:
                 log.warning("job %s came from front end %r, which is not running here", record.id, record.frontend)
                 continue
-            self.follow_in_background(record.id, reporter)
-            count += 1
+            count += self.follow_in_background(record.id, reporter)
         return count
 
     async def wait_idle(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._following:
+            await asyncio.gather(*self._following.values(), return_exceptions=True)
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
+        tasks = list(self._following.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def follow(self, job_id: str, reporter: Reporter) -> None:
         """Watch one job to its end and tell the user. Safe to call again after a restart."""

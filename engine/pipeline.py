@@ -78,6 +78,12 @@ def _resolve_source(name: str) -> tuple[str, Path | None]:
     return name, None
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception as one line: library errors often run to a paragraph; the cause keeps the rest."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def _hub_error(name: str, exc: BaseException) -> ModelLoadError:
     from huggingface_hub import constants
 
@@ -87,9 +93,8 @@ def _hub_error(name: str, exc: BaseException) -> ModelLoadError:
             f"(HF_HUB_OFFLINE=1): download it once with `hf download {name}`, or unset HF_HUB_OFFLINE. "
             f"(There is no local folder named {name!r} either.)"
         )
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ModelLoadError(
-        f"Could not load model {name!r} from Hugging Face ({reason}): check the model id, your network, and "
+        f"Could not load model {name!r} from Hugging Face ({_first_line(exc)}): check the model id, your network, and "
         "for gated models that you accepted the licence and set HF_TOKEN."
     )
 
@@ -101,7 +106,7 @@ def _read_overrides(folder: Path | None, name: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"Model {name!r}: {path} is not valid JSON ({exc}). Fix or delete it.") from exc
+        raise ModelLoadError(f"Model {name!r}: {path} is unreadable ({_first_line(exc)}). Fix or delete it.") from exc
     if not isinstance(data, dict):
         raise ModelLoadError(f'Model {name!r}: {path} must hold a JSON object such as {{"default_steps": 4}}.')
     steps = data.get("default_steps")
@@ -154,18 +159,16 @@ def load_model(name: str, *, device: str = "auto", cache_dir: str | Path | None 
                 "ignore", message="The `local_dir_use_symlinks` argument is deprecated", category=UserWarning
             )
             pipe: Any = cast(Any, AutoPipelineForText2Image).from_pretrained(source, **kwargs)
-    except ModelLoadError:
-        raise
     except OSError as exc:
         if folder is not None:
-            raise ModelLoadError(f"Model folder {name!r} could not be read: {exc}") from exc
+            raise ModelLoadError(f"Model folder {name!r} could not be read: {_first_line(exc)}") from exc
         raise _hub_error(name, exc) from exc
-    except Exception as exc:
-        raise ModelLoadError(f"Could not load model {name!r}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # anything else (unsupported pipeline class, bad config): same one-line report
+        raise ModelLoadError(f"Could not load model {name!r}: {_first_line(exc)}") from exc
     try:
         pipe = pipe.to(torch_device)
     except RuntimeError as exc:  # CUDA out of memory is a RuntimeError
-        raise ModelLoadError(f"Model {name!r} does not fit on {torch_device}: {exc}") from exc
+        raise ModelLoadError(f"Model {name!r} could not be moved to {torch_device}: {_first_line(exc)}") from exc
     pipe.set_progress_bar_config(disable=True)
 
     turbo = "turbo" in name.lower()

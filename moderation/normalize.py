@@ -14,8 +14,10 @@ from anyascii import anyascii
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
 _TOKEN = re.compile(r"[a-z0-9@$!]*[a-z0-9]")  # a trailing "!" or "$" is punctuation
-# Three or more single letters separated by the same kind of gap: "n.u.d.e", "n u d e", "n-u-d-e".
-_SPACED = re.compile(r"\b(?:[a-z][\s.\-_*,+|/\\]+){2,}[a-z]\b")
+# Three or more single letters separated by the same mark: "n.u.d.e", "n-u-d-e" (not "a n.u.d.e").
+# Letters separated by spaces alone are left to `letter_runs`.
+_SPACED = re.compile(r"\b[a-z](?P<gap>\s*[.\-_*,+|/\\]+\s*)(?:[a-z](?P=gap)){1,}[a-z]\b")
+_LETTER_RUN = re.compile(r"\b(?:[a-z] ){2,}[a-z]\b")
 _STRETCHED = re.compile(r"([a-z])\1{2,}")
 
 
@@ -40,6 +42,14 @@ def normalize(text: str) -> str:
     text = _SPACED.sub(lambda m: re.sub(r"[^a-z]", "", m.group(0)), text)
     text = re.sub(r"[^a-z0-9]+", " ", text)
     return text.strip()
+
+
+def letter_runs(normalized: str) -> list[str]:
+    """Runs of three or more single letters in normalised text, joined: "a n u d e cat" → ["anude"].
+
+    Such runs are spelled out on purpose, so the gate searches them for terms anywhere, not by word.
+    """
+    return [match.group(0).replace(" ", "") for match in _LETTER_RUN.finditer(normalized)]
 
 
 def variants(text: str) -> tuple[str, ...]:

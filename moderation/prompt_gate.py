@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from moderation.normalize import normalize, variants
+from moderation.normalize import letter_runs, normalize, variants
 
 CATEGORY_LABELS = {
     "sexual": "sexual content",
@@ -54,9 +54,17 @@ def _pattern(terms: list[str]) -> re.Pattern[str]:
     return re.compile(r"\b(?:" + "|".join(alternatives) + r")(?:s|es)?\b")
 
 
+def _inner_pattern(terms: list[str]) -> re.Pattern[str]:
+    # For spelled-out letter runs, where word boundaries are gone: terms of four letters or more
+    # anywhere in the run (shorter ones would match by chance).
+    joined = {t.replace(" ", "") for t in terms}
+    return re.compile("|".join(sorted((re.escape(t) for t in joined if len(t) >= 4), key=len, reverse=True)) or "(?!)")
+
+
 class PromptGate:
     def __init__(self, terms: dict[str, list[str]]) -> None:
         self._patterns = {category: _pattern(words) for category, words in terms.items() if words}
+        self._inner = {category: _inner_pattern(words) for category, words in terms.items() if words}
 
     @classmethod
     def from_package(cls, extra_dir: Path | None = None) -> PromptGate:
@@ -73,8 +81,9 @@ class PromptGate:
     def _hits(self, text: str) -> set[str]:
         found = set()
         for form in variants(text):
+            runs = letter_runs(form)
             for category, pattern in self._patterns.items():
-                if pattern.search(form):
+                if pattern.search(form) or any(self._inner[category].search(run) for run in runs):
                     found.add(category)
         return found
 

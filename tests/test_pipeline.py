@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -27,6 +28,11 @@ def tiny(tiny_model_dir: Path) -> LoadedModel:
 def pixels(image: GeneratedImage) -> bytes:
     with Image.open(io.BytesIO(image.png)) as decoded:
         return decoded.convert("RGB").tobytes()
+
+
+def max_pixel_difference(first: GeneratedImage, second: GeneratedImage) -> int:
+    with Image.open(io.BytesIO(first.png)) as a, Image.open(io.BytesIO(second.png)) as b:
+        return int(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max())
 
 
 def test_load_reads_defaults_from_the_model_and_imagine_json(tiny: LoadedModel, tiny_model_dir: Path) -> None:
@@ -71,10 +77,11 @@ def test_an_image_depends_only_on_its_own_seed_not_on_the_batch(tiny: LoadedMode
     alone = generate(tiny, GenerationSpec(prompt="a fox in snow", seed=102, count=1))
 
     assert batch[2].seed == alone[0].seed == 102
-    # Exact on CPU: each latent comes from its own generator and nothing mixes across the batch. (The batch
-    # size could in principle change which float kernels run; if a platform shows 1-level differences, compare
-    # with a max-abs-diff of 1 instead.)
-    assert pixels(batch[2]) == pixels(alone[0])
+    # Not bit-exact: the noise is identical (one generator per image), but a batch of 3 runs other CPU float
+    # kernels than a batch of 1, which moves the decoded floats by ~1e-6 and, where a value sits on a rounding
+    # boundary, flips a pixel by one level of 255. Measured: max diff 1, in every batch position.
+    assert max_pixel_difference(batch[2], alone[0]) <= 1
+    assert max_pixel_difference(batch[1], alone[0]) > 1  # while another seed is a different picture
 
 
 def test_on_step_reports_every_step_up_to_the_total(tiny: LoadedModel) -> None:
@@ -160,6 +167,18 @@ def test_missing_folder_is_a_readable_model_load_error(tmp_path: Path) -> None:
 def test_folder_without_a_pipeline_is_a_model_load_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"model_index\.json"):
         load_model(str(tmp_path), device="cpu")
+
+
+def test_folder_with_missing_weights_is_a_one_line_model_load_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+
+    with pytest.raises(ModelLoadError, match="could not be read") as caught:
+        load_model(str(folder), device="cpu")
+
+    assert "\n" not in str(caught.value)
+    assert isinstance(caught.value.__cause__, OSError)
 
 
 def test_unknown_hub_id_offline_is_a_model_load_error(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ GATE = PromptGate.from_package()
         "Essex countryside",
         "children playing football in a park",
         "a 4k photo of a cat",
+        "a b c blocks on a shelf",
+        "I am a cat",
     ],
 )
 def test_innocent_prompts_pass(prompt: str) -> None:
@@ -32,6 +34,9 @@ def test_innocent_prompts_pass(prompt: str) -> None:
         ("NSFW art", "sexual"),
         ("n.u.d.e portrait", "sexual"),
         ("n u d e portrait", "sexual"),
+        ("a n.u.d.e portrait", "sexual"),
+        ("a n u d e portrait", "sexual"),
+        ("a N-U-D-E portrait", "sexual"),
         ("nаked (Cyrillic a)", "sexual"),
         ("n\u200bude with a zero-width space", "sexual"),
         ("ｎｕｄｅ in full width", "sexual"),

@@ -1,0 +1,266 @@
+"""End to end: the real bot process (discord.py over HTTP and WebSocket) against the fake Discord,
+with the engine as a real subprocess running the tiny model."""
+
+import io
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.db.migrate import connect
+from bot.db.models import JobStatus
+from bot.db.store import JobRecord, JobStore
+from bot_process import ImagineProcess, imagine_env
+from engine.metadata import read_png_metadata
+from fake_discord import FakeDiscord, FakeInteraction, FakeMessage
+
+pytestmark = pytest.mark.slow
+
+
+class Deployment:
+    """A fake Discord and the settings for `imagine` processes that talk to it."""
+
+    def __init__(self, fake: FakeDiscord, tmp_path: Path, model: Path) -> None:
+        self.fake = fake
+        self.tmp_path = tmp_path
+        self.data_dir = tmp_path / "data"
+        self.database_url = f"sqlite:///{self.data_dir / 'imagine.sqlite3'}"
+        self.settings = {
+            "IMAGINE_DISCORD_TOKEN": fake.token,
+            "IMAGINE_DISCORD_API_URL": fake.api_url,
+            "IMAGINE_DISCORD_GATEWAY_URL": fake.gateway_url,
+            "IMAGINE_MODEL": str(model),
+            "IMAGINE_DATA_DIR": str(self.data_dir),
+            "IMAGINE_DATABASE_URL": self.database_url,
+            "IMAGINE_BOT_PROGRESS_INTERVAL_SECONDS": "0.2",
+            "IMAGINE_ENGINE_HEARTBEAT_SECONDS": "0.5",
+        }
+        self.processes: list[ImagineProcess] = []
+
+    async def start(self, command: str, **overrides: str) -> ImagineProcess:
+        env = imagine_env({**self.settings, **overrides})
+        process = ImagineProcess(command, env, self.tmp_path / f"{command}.log")
+        self.processes.append(process)
+        return await process.start()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- imagine {p.command} ---\n{p.log()}" for p in self.processes)
+
+    def store(self) -> JobStore:
+        return JobStore(connect(self.database_url))
+
+    def only_job(self) -> JobRecord:
+        store = self.store()
+        (record,) = [r for r in _all_jobs(store)]
+        return record
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60) -> None:  # noqa: ASYNC109
+        def done() -> bool:
+            crashed = [p for p in self.processes if p.exited_unexpectedly]
+            if crashed:
+                raise AssertionError(f"imagine {crashed[0].command} exited\n{self.logs()}")
+            return predicate()
+
+        try:
+            await self.fake.wait_for(done, timeout)
+        except TimeoutError as error:
+            raise AssertionError(f"{error}\n{self.logs()}") from None
+
+
+def _all_jobs(store: JobStore) -> list[JobRecord]:
+    from sqlalchemy import select
+
+    from bot.db.models import JobRow
+
+    with store._sessions() as session:
+        ids = list(session.scalars(select(JobRow.id).order_by(JobRow.created_at)))
+    return [r for r in (store.get(i) for i in ids) if r is not None]
+
+
+@pytest.fixture
+async def deployment(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[Deployment]:
+    async with FakeDiscord() as fake:
+        deployment = Deployment(fake, tmp_path, tiny_model_dir)
+        try:
+            yield deployment
+        finally:
+            for process in deployment.processes:
+                await process.stop()
+        assert not fake.errors, fake.errors
+
+
+def image_messages(interaction: FakeInteraction) -> list[FakeMessage]:
+    return [m for m in interaction.followups if m.attachments and not m.deleted]
+
+
+def content_of(interaction: FakeInteraction) -> str:
+    original = interaction.original
+    return (original.content or "") if original is not None else ""
+
+
+async def test_imagine_end_to_end(deployment: Deployment) -> None:
+    fake = deployment.fake
+    await deployment.start("run")
+    await deployment.wait_for(fake.identified.is_set)
+    commands = await fake.wait_commands()
+    (imagine,) = [c for c in commands if c["name"] == "imagine"]
+    options = {o["name"]: o for o in imagine["options"]}
+    assert set(options) == {"prompt", "negative", "seed", "count", "steps"}
+    assert options["prompt"]["required"]
+    assert (options["count"]["min_value"], options["count"]["max_value"]) == (1, 4)
+
+    sent = time.monotonic()
+    interaction = await fake.send_slash_command(
+        "imagine", {"prompt": "a red cube on a table", "negative": "blur", "count": 2, "seed": 1234, "steps": 3}
+    )
+    await deployment.wait_for(lambda: bool(image_messages(interaction)), timeout=120)
+    first_image_seconds = time.monotonic() - sent
+    print(f"slash command to first image: {first_image_seconds:.2f}s")
+
+    # Deferred at once ("thinking"), well inside Discord's three seconds.
+    callback = next(r for r in fake.requests if r.path.startswith(f"/interactions/{interaction.id}/"))
+    assert interaction.callbacks[0]["type"] == 5
+    assert callback.timestamp - interaction.created < 3
+
+    # Progress was shown by editing the original response, then the status message was removed.
+    assert interaction.original is not None
+    edits = [e.get("content") or "" for e in interaction.original.edits]
+    assert any("Queued" in e or "Generating" in e or "Starting" in e for e in edits), edits
+    original = interaction.original
+    await deployment.wait_for(lambda: original.deleted)
+
+    # One follow-up, a multipart upload of two PNGs that carry their seed and an AI-generated statement.
+    (message,) = image_messages(interaction)
+    assert len(message.attachments) == 2
+    seeds = []
+    for attachment in message.attachments:
+        image = Image.open(io.BytesIO(attachment.data))
+        image.load()
+        assert image.format == "PNG"
+        assert image.size == (64, 64)
+        meta = read_png_metadata(attachment.data)
+        assert meta["prompt"] == "a red cube on a table"
+        assert meta["negative_prompt"] == "blur"
+        assert "AI" in meta["ai_generated"]
+        seeds.append(int(meta["seed"]))
+    assert seeds == [1234, 1235]
+    assert "1234" in (message.content or "")
+    upload = next(r for r in fake.requests if r.method == "POST" and r.path.startswith("/webhooks/") and r.files)
+    assert len(upload.files) == 2
+
+    await deployment.wait_for(lambda: deployment.only_job().status is JobStatus.POSTED)
+    # The database has the request, every status it went through, and the images with their hashes.
+    record = deployment.only_job()
+    assert record.status is JobStatus.POSTED
+    assert record.user_id == str(interaction.payload["member"]["user"]["id"])
+    assert record.guild_id == str(fake.guild_id)
+    assert record.channel_id == str(fake.channel_id)
+    assert record.prompt == "a red cube on a table"
+    assert record.seed == 1234
+    assert record.options["count"] == 2
+    assert record.message_id == str(message.id)
+    statuses = [t[0] for t in record.transitions]
+    assert statuses == [
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.COMPLETED,
+        JobStatus.POSTING,
+        JobStatus.POSTED,
+    ]
+    import hashlib
+
+    posted_hashes = sorted(hashlib.sha256(a.data).hexdigest() for a in message.attachments)
+    assert sorted(i.sha256 for i in record.images) == posted_hashes
+    for stored in record.images:
+        assert Path(stored.path).read_bytes() == next(
+            a.data for a in message.attachments if hashlib.sha256(a.data).hexdigest() == stored.sha256
+        )
+
+    # The token never reaches the logs.
+    assert fake.token not in deployment.logs()
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"prompt": "   "}, "prompt is empty"),
+        ({"prompt": "x" * 1001}, "limit is 1000"),
+        ({"prompt": "a cat", "count": 7}, "count must be between 1 and 4"),
+        ({"prompt": "a cat", "steps": 500}, "steps must be between 1 and"),
+        ({"prompt": "a n.u.d.e portrait"}, "stopped by the rule against sexual content"),
+    ],
+)
+async def test_refusals_are_explained_and_nothing_is_queued(
+    deployment: Deployment, options: dict[str, object], says: str
+) -> None:
+    fake = deployment.fake
+    await deployment.start("bot")
+    await deployment.wait_for(fake.identified.is_set)
+    interaction = await fake.send_slash_command("imagine", options)
+    await deployment.wait_for(lambda: says in content_of(interaction))
+    assert interaction.callbacks[0]["type"] == 5
+    assert not interaction.followups
+    record = deployment.only_job()
+    assert record.status is JobStatus.REJECTED
+    assert record.outcome
+    queue_file = deployment.data_dir / "queue.sqlite3"
+    import sqlite3
+
+    with sqlite3.connect(queue_file) as db:
+        assert db.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
+
+
+async def test_cap_watchdog_and_a_late_engine(deployment: Deployment) -> None:
+    """No engine yet: the user is told their job is kept; a second job is over the cap; then the engine
+    starts and the kept job is posted."""
+    fake = deployment.fake
+    await deployment.start("bot", IMAGINE_BOT_MAX_JOBS_PER_USER="1", IMAGINE_BOT_WATCHDOG_SECONDS="1")
+    await deployment.wait_for(fake.identified.is_set)
+    first = await fake.send_slash_command("imagine", {"prompt": "a lighthouse", "seed": 5})
+    await deployment.wait_for(lambda: "has not answered yet" in content_of(first))
+    second = await fake.send_slash_command("imagine", {"prompt": "a second lighthouse"})
+    await deployment.wait_for(lambda: "limit is 1 at a time" in content_of(second))
+
+    await deployment.start("engine", IMAGINE_BOT_MAX_JOBS_PER_USER="1")
+    await deployment.wait_for(lambda: bool(image_messages(first)), timeout=120)
+    assert len(image_messages(first)) == 1
+    assert not second.followups
+
+
+async def test_restarts_lose_nothing_and_post_once(deployment: Deployment) -> None:
+    """Kill the engine mid-job and the bot while a job waits; both jobs end up posted exactly once."""
+    fake = deployment.fake
+    store = deployment.store()
+    bot = await deployment.start("bot")
+    await deployment.wait_for(fake.identified.is_set)
+    running = await fake.send_slash_command("imagine", {"prompt": "a slow painting", "count": 4, "steps": 50})
+    await deployment.wait_for(lambda: "Queued" in content_of(running))
+
+    engine = await deployment.start("engine")
+    job_id = _all_jobs(store)[0].id
+
+    def is_running() -> bool:
+        record = store.get(job_id)
+        return record is not None and record.status is JobStatus.RUNNING
+
+    await deployment.wait_for(is_running, timeout=120)
+    await engine.kill()  # mid-generation: the job is claimed but unfinished
+
+    # Now the bot dies too, with a second job waiting in the queue.
+    waiting = await fake.send_slash_command("imagine", {"prompt": "a quick sketch", "seed": 9})
+    await deployment.wait_for(lambda: "Queued" in content_of(waiting))
+    await bot.kill()
+
+    await deployment.start("engine")
+    await deployment.start("bot")
+    await deployment.wait_for(lambda: bool(image_messages(running)) and bool(image_messages(waiting)), timeout=180)
+
+    # Give any duplicate a moment to show up, then check every job was posted exactly once.
+    await deployment.wait_for(lambda: all(r.status is JobStatus.POSTED for r in _all_jobs(store)), timeout=30)
+    assert len(image_messages(running)) == 1
+    assert len(image_messages(waiting)) == 1
+    assert len(image_messages(running)[0].attachments) == 4
+    posted = [m for m in fake.channel_messages() if m.attachments]
+    assert len(posted) == 2
