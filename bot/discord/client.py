@@ -25,6 +25,8 @@ def point_at(api_url: str, gateway_url: str) -> None:
 
 class ImagineClient(discord.Client):
     def __init__(self, settings: Settings, orchestrator: Orchestrator) -> None:
+        # The bot never joins voice, so the missing voice libraries are not worth a warning at each start.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         # No privileged intents: slash commands need none, and a new bot works without portal changes.
         super().__init__(intents=discord.Intents.default(), guild_ready_timeout=0.5)
         self.settings = settings
