@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from bot_process import IMAGINE, imagine_env
+
 from engine.jobs import GenerationSpec, Job
 from engine.metadata import read_png_metadata
 from engine.queue import LocalQueue

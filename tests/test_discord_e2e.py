@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from bot_process import ImagineProcess, imagine_env
+from fake_discord import FakeDiscord, FakeInteraction, FakeMessage
 from PIL import Image
 
 from bot.db.migrate import connect
 from bot.db.models import JobStatus
 from bot.db.store import JobRecord, JobStore
-from bot_process import ImagineProcess, imagine_env
 from engine.metadata import read_png_metadata
-from fake_discord import FakeDiscord, FakeInteraction, FakeMessage
 
 pytestmark = pytest.mark.slow
 
@@ -174,7 +174,7 @@ async def test_imagine_end_to_end(deployment: Deployment) -> None:
     posted_hashes = sorted(hashlib.sha256(a.data).hexdigest() for a in message.attachments)
     assert sorted(i.sha256 for i in record.images) == posted_hashes
     for stored in record.images:
-        assert Path(stored.path).read_bytes() == next(
+        assert Path(stored.path).read_bytes() == next(  # noqa: ASYNC240 - a test reading a small file
             a.data for a in message.attachments if hashlib.sha256(a.data).hexdigest() == stored.sha256
         )
 

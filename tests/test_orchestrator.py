@@ -95,6 +95,12 @@ def request(prompt: str = "a fox", user: str = "u1") -> ImagineRequest:
     return ImagineRequest(frontend="test", user_id=user, prompt=prompt, count=1, seed=3)
 
 
+async def accept(setup: Setup, reporter: RecordingReporter, prompt: str = "a fox") -> str:
+    job_id = await setup.orchestrator.submit(request(prompt), reporter)
+    assert isinstance(job_id, str), job_id
+    return job_id
+
+
 def finish_as_engine(queue: LocalQueue, job_id: str) -> None:
     job = queue.claim("engine", timeout=1)
     assert job is not None
@@ -116,7 +122,7 @@ async def wait_status(store: JobStore, job_id: str, status: JobStatus) -> JobRec
 
 async def test_a_job_is_delivered_once(setup: Setup) -> None:
     reporter = RecordingReporter()
-    job_id = await setup.orchestrator.submit(request(), reporter)
+    job_id = await accept(setup, reporter)
     assert isinstance(job_id, str)
     await asyncio.sleep(0.5)  # no engine yet: the watchdog speaks once
     assert reporter.said.count("waiting") == 1
@@ -133,9 +139,7 @@ async def test_a_job_is_delivered_once(setup: Setup) -> None:
 
 
 async def test_a_crash_mid_post_is_checked_before_posting_again(setup: Setup) -> None:
-    job_id = await setup.orchestrator.submit(
-        request(), RecordingReporter(failures=[DeliveryError("x", permanent=False)] * 9)
-    )
+    job_id = await accept(setup, RecordingReporter(failures=[DeliveryError("x", permanent=False)] * 9))
     finish_as_engine(setup.queue, job_id)
     await wait_status(setup.store, job_id, JobStatus.POSTING)
     await setup.orchestrator.aclose()  # the process "dies" while posting
@@ -150,9 +154,7 @@ async def test_a_crash_mid_post_is_checked_before_posting_again(setup: Setup) ->
 
 
 async def test_a_crash_mid_post_posts_when_nothing_was_posted(setup: Setup) -> None:
-    job_id = await setup.orchestrator.submit(
-        request(), RecordingReporter(failures=[DeliveryError("x", permanent=False)] * 9)
-    )
+    job_id = await accept(setup, RecordingReporter(failures=[DeliveryError("x", permanent=False)] * 9))
     finish_as_engine(setup.queue, job_id)
     await wait_status(setup.store, job_id, JobStatus.POSTING)
     await setup.orchestrator.aclose()
@@ -164,13 +166,13 @@ async def test_a_crash_mid_post_posts_when_nothing_was_posted(setup: Setup) -> N
 
 async def test_transient_delivery_errors_are_retried_and_permanent_ones_end_the_job(setup: Setup) -> None:
     flaky = RecordingReporter(failures=[DeliveryError("503", permanent=False)])
-    job_id = await setup.orchestrator.submit(request(), flaky)
+    job_id = await accept(setup, flaky)
     finish_as_engine(setup.queue, job_id)
     await wait_status(setup.store, job_id, JobStatus.POSTED)
     assert len(flaky.delivered) == 1
 
     broken = RecordingReporter(failures=[DeliveryError("403 missing access", permanent=True)])
-    job_id = await setup.orchestrator.submit(request(), broken)
+    job_id = await accept(setup, broken)
     finish_as_engine(setup.queue, job_id)
     record = await wait_status(setup.store, job_id, JobStatus.FAILED)
     assert record.outcome is not None

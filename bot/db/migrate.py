@@ -63,9 +63,9 @@ def upgrade(engine: Engine) -> None:
             command.upgrade(config, "head")
     except SQLAlchemyError as error:
         # The URL may hold a password, so only the driver's own short message is shown.
+        kind = type(getattr(error, "orig", None) or error).__name__
         raise DatabaseError(
-            f"cannot migrate the database ({type(getattr(error, 'orig', None) or error).__name__}): check IMAGINE_DATABASE_URL "
-            "and that the server is running."
+            f"cannot migrate the database ({kind}): check IMAGINE_DATABASE_URL and that the server is running."
         ) from None
 
 
