@@ -56,7 +56,6 @@ async def end_to_end(model_dir: Path, data_dir: Path, runs: int) -> tuple[float,
                 "IMAGINE_LOG_LEVEL": "WARNING",
             }
         )
-        data_dir.mkdir(parents=True, exist_ok=True)
         process = await ImagineProcess("run", env, data_dir / "run.log").start()
         try:
             await fake.wait_ready(60)
@@ -84,7 +83,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = create_tiny_pipeline(Path(tmp) / "tiny")
         direct = baseline(model_dir, args.runs)
-        cold, e2e = asyncio.run(end_to_end(model_dir, Path(tmp) / "data", args.runs))
+        data_dir = Path(tmp) / "data"
+        data_dir.mkdir()
+        cold, e2e = asyncio.run(end_to_end(model_dir, data_dir, args.runs))
     result = {
         "benchmark": "slash_to_image",
         "model": "tiny (64 px, 4 steps)",
