@@ -88,6 +88,15 @@ def _configure_logging(settings: Settings, process: str) -> None:
     logs.configure(settings, process)
 
 
+def _hide_progress_bars() -> None:
+    """Loading bars from diffusers and transformers garble log files; our own log lines say the same."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    transformers_logging.disable_progress_bar()
+
+
 def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     width, height = args.size if args.size else (None, None)
     spec = GenerationSpec(
@@ -104,6 +113,7 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
 
     from engine.pipeline import generate, load_model
 
+    _hide_progress_bars()
     model = load_model(args.model or settings.model, device=settings.engine.device)
     started = time.monotonic()
     images = generate(model, spec, limits=settings.limits)
@@ -121,6 +131,7 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     from engine.queue import open_queue
     from engine.service import run_engine
 
+    _hide_progress_bars()
     queue = open_queue(
         settings.queue_url,
         local_path=settings.queue_path,

@@ -179,12 +179,19 @@ class Orchestrator:
         return True
 
     async def _follow_logged(self, job_id: str, reporter: Reporter) -> None:
-        try:
-            await self.follow(job_id, reporter)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("following job %s failed; it is picked up again at the next start", job_id)
+        """Follow until the job ends. `follow` picks up where it left off, so a failure (a database or
+        queue hiccup) is retried rather than leaving the user with a status that never changes."""
+        delay = 1.0
+        while True:
+            try:
+                await self.follow(job_id, reporter)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("following job %s failed; trying again in %.0f s", job_id, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
 
     async def resume(self, reporter_for: Callable[[JobRecord], Reporter | None]) -> int:
         """Pick up every job accepted but not ended (after a restart). Returns how many."""

@@ -62,11 +62,12 @@ class Setup:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+async def setup(tmp_path: Path, database_url: str) -> AsyncIterator[Setup]:
     settings = load_settings(
         None,
         {
             "IMAGINE_DATA_DIR": str(tmp_path),
+            "IMAGINE_DATABASE_URL": database_url,
             "IMAGINE_MODEL": "tiny",
             "IMAGINE_BOT_WATCHDOG_SECONDS": "0.3",
             "IMAGINE_BOT_PROGRESS_INTERVAL_SECONDS": "0.01",
