@@ -93,8 +93,8 @@ def _hide_progress_bars() -> None:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    diffusers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
