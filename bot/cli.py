@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine = commands.add_parser("engine", help="run only an engine that works the queue")
     engine.add_argument("--worker-id", help="name of this engine in the queue (default: the host name)")
     engine.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    engine.add_argument("--models", help="comma-separated model names to serve (default: all configured)")
 
     generate = commands.add_parser("generate", help="make images locally, without Discord")
     generate.add_argument("prompt")
@@ -141,11 +142,12 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     try:
         run_engine(
             queue,
-            model=settings.model,
-            device=settings.engine.device,
-            worker_id=args.worker_id or socket.gethostname(),
+            registry=settings.registry,
+            options=settings.engine_options(),
             limits=settings.limits,
+            worker_id=args.worker_id or socket.gethostname(),
             heartbeat_seconds=settings.engine.heartbeat_seconds,
+            served=[m.strip() for m in args.models.split(",") if m.strip()] if args.models else None,
             burst=args.burst,
         )
     finally:

@@ -19,6 +19,8 @@ import platformdirs
 
 from bot.errors import ConfigError
 from engine.limits import Limits
+from engine.options import EngineOptions
+from engine.registry import SCHEDULERS, ModelRegistry, ModelSpec
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 DEFAULT_API_URL = "https://discord.com/api/v10"
@@ -77,9 +79,20 @@ class BotSettings:
 @dataclass(frozen=True)
 class EngineSettings:
     device: str = "auto"
+    dtype: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    offload: str = "none"
+    vae_tiling: str = "auto"
+    max_batch_images: int | None = None
+    max_loaded_models: int = 1
+    warmup: bool = True
+    previews: bool = True
+    styles_dir: str | None = None
     heartbeat_seconds: float = 2.0
     lease_seconds: float = 30.0
     max_attempts: int = 3
+    hang_seconds: float = 180.0
 
 
 @dataclass(frozen=True)
@@ -93,11 +106,32 @@ class Settings:
     bot: BotSettings = field(default_factory=BotSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     limits: Limits = field(default_factory=Limits)
+    registry: ModelRegistry = field(default_factory=lambda: ModelRegistry.single(DEFAULT_MODEL))
     source: Path | None = None
 
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def styles_dir(self) -> Path:
+        return Path(self.engine.styles_dir).expanduser() if self.engine.styles_dir else self.data_dir / "styles"
+
+    def engine_options(self) -> EngineOptions:
+        e = self.engine
+        return EngineOptions(
+            device=e.device,
+            dtype=e.dtype,
+            channels_last=e.channels_last,
+            compile=e.compile,
+            offload=e.offload,
+            vae_tiling=e.vae_tiling,
+            max_batch_images=e.max_batch_images,
+            max_loaded_models=e.max_loaded_models,
+            warmup=e.warmup,
+            previews=e.previews,
+            styles_dir=self.styles_dir,
+        )
 
     @property
     def queue_path(self) -> Path:
@@ -127,6 +161,27 @@ def _parse_positive_float(value: object) -> float:
     if not number > 0:
         raise ValueError
     return number
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = _parse_str(value).lower()
+        if text not in choices:
+            raise ValueError
+        return text
+
+    return parse
 
 
 def _parse_str(value: object) -> str:
@@ -210,7 +265,19 @@ _OPTIONS = (
     _Option("bot", "max_jobs_per_user", _parse_positive_int, "a whole number of at least 1"),
     _Option("bot", "progress_interval_seconds", _parse_positive_float, "a number of seconds above 0"),
     _Option("bot", "watchdog_seconds", _parse_positive_float, "a number of seconds above 0"),
+    _Option(None, "default_model", _parse_str, "the name of a model under [models.NAME]"),
     _Option("engine", "device", _parse_device, "auto, cpu, cuda, cuda:N or mps"),
+    _Option("engine", "dtype", _choice("auto", "fp16", "bf16", "fp32"), "auto, fp16, bf16 or fp32"),
+    _Option("engine", "channels_last", _parse_bool, "true or false"),
+    _Option("engine", "compile", _parse_bool, "true or false"),
+    _Option("engine", "offload", _choice("none", "model", "sequential"), "none, model or sequential"),
+    _Option("engine", "vae_tiling", _choice("auto", "on", "off"), "auto, on or off"),
+    _Option("engine", "max_batch_images", _parse_positive_int, "a whole number of at least 1"),
+    _Option("engine", "max_loaded_models", _parse_positive_int, "a whole number of at least 1"),
+    _Option("engine", "warmup", _parse_bool, "true or false"),
+    _Option("engine", "previews", _parse_bool, "true or false"),
+    _Option("engine", "styles_dir", _parse_str, "a folder of LoRA .safetensors files"),
+    _Option("engine", "hang_seconds", _parse_positive_float, "a number of seconds above 0"),
     _Option("engine", "heartbeat_seconds", _parse_positive_float, "a number of seconds above 0"),
     _Option("engine", "lease_seconds", _parse_positive_float, "a number of seconds above 0"),
     _Option("engine", "max_attempts", _parse_positive_int, "a whole number of at least 1"),
@@ -236,11 +303,69 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
 
 
+_MODEL_KEYS: dict[str, Callable[[object], Any]] = {
+    "source": _parse_str,
+    "default_steps": _parse_positive_int,
+    "default_guidance": lambda v: _parse_guidance(v),
+    "width": _parse_positive_int,
+    "height": _parse_positive_int,
+    "scheduler": _choice(*SCHEDULERS),
+    "max_steps": _parse_positive_int,
+    "max_size": _parse_positive_int,
+    "config": _parse_str,
+}
+
+
+def _parse_guidance(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+    if not 0 <= number <= 30:
+        raise ValueError
+    return number
+
+
+def _models(data: Mapping[str, Any], path: Path) -> list[ModelSpec]:
+    tables = data.get("models", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: [models] must hold one table per model, e.g. [models.turbo].")
+    specs = []
+    for name, table in tables.items():
+        if not isinstance(table, dict) or "source" not in table:
+            raise ConfigError(f"{path}: [models.{name}] needs `source` (a hub id, folder or checkpoint file).")
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in _MODEL_KEYS:
+                raise ConfigError(f"{path}: unknown setting `{key}` under [models.{name}]; see the README.")
+            try:
+                values[key] = _MODEL_KEYS[key](value)
+            except (ValueError, TypeError):
+                raise ConfigError(f"{path}: [models.{name}] {key} = {value!r} is not valid.") from None
+        specs.append(ModelSpec(name=name, **values))
+    return specs
+
+
+def _registry(models: list[ModelSpec], model: str | None, default: str | None) -> ModelRegistry:
+    """[models.*] tables, with `model` (IMAGINE_MODEL) naming the default: a registered name, or a source
+    that is served under its own name. With no tables, `model` alone (or SD-Turbo) is the registry."""
+    names = [m.name for m in models]
+    wanted = model or default
+    if wanted and wanted not in names:
+        if model is None:
+            raise ConfigError(f"default_model = {default!r} is not one of the models: {', '.join(names)}.")
+        models = [*models, ModelSpec(name=wanted, source=wanted)]
+    if not models:
+        return ModelRegistry.single(DEFAULT_MODEL)
+    return ModelRegistry(tuple(models), default=wanted or models[0].name)
+
+
 def _file_values(data: Mapping[str, Any], path: Path) -> dict[tuple[str | None, str], object]:
     known = {(o.section, o.key) for o in _OPTIONS}
     sections = {o.section for o in _OPTIONS if o.section}
     values: dict[tuple[str | None, str], object] = {}
     for key, value in data.items():
+        if key == "models":
+            continue
         if isinstance(value, dict) and key in sections:
             for inner, inner_value in value.items():
                 if (key, inner) not in known:
@@ -265,7 +390,8 @@ def find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path |
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the file at `path` (if any) and the environment; raise `ConfigError` on bad values."""
     env = os.environ if environ is None else environ
-    raw = _file_values(_read_file(path), path) if path else {}
+    data = _read_file(path) if path else {}
+    raw = _file_values(data, path) if path else {}
     parsed: dict[tuple[str | None, str], Any] = {}
     for option in _OPTIONS:
         from_env = env.get(option.env)
@@ -292,18 +418,22 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     if "token" in discord_values:
         discord_values["token"] = Secret(discord_values["token"])
     limits = Limits(**section("limits"))
+    registry = _registry(
+        _models(data, path) if path else [], parsed.get((None, "model")), parsed.get((None, "default_model"))
+    )
     if limits.min_size > limits.max_size:
         raise ConfigError("[limits] min_size must not be larger than max_size.")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
-        model=parsed.get((None, "model"), DEFAULT_MODEL),
+        model=registry.default,
         queue_url=parsed.get((None, "queue_url"), "local"),
         log_level=parsed.get((None, "log_level"), "INFO"),
         discord=DiscordSettings(**discord_values),
         bot=BotSettings(**section("bot")),
         engine=EngineSettings(**section("engine")),
         limits=limits,
+        registry=registry,
         source=path,
     )
 

@@ -23,7 +23,7 @@ from bot.images import ImageStore
 from bot.requests import ImagineRequest, build_spec
 from engine.errors import InvalidRequest
 from engine.jobs import Event, EventKind, GenerationSpec, Job, new_job_id
-from engine.queue.base import JobQueue
+from engine.queue.base import JobQueue, QueuePosition
 from moderation.prompt_gate import PromptGate
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,9 @@ class Reporter(Protocol):
 
     async def refused(self, refusal: Refusal) -> None: ...
 
-    async def queued(self, job: JobRecord, position: int | None) -> None: ...
+    async def queued(self, job: JobRecord, position: QueuePosition | None, eta_seconds: float | None) -> None: ...
 
-    async def progress(self, job: JobRecord, step: int, total: int) -> None: ...
+    async def progress(self, job: JobRecord, step: int, total: int, preview: bytes | None) -> None: ...
 
     async def still_waiting(self, job: JobRecord) -> None: ...
 
@@ -86,6 +86,9 @@ def spec_of(record: JobRecord) -> GenerationSpec:
         steps=options.get("steps"),
         width=options.get("width"),
         height=options.get("height"),
+        guidance_scale=options.get("guidance"),
+        style=options.get("style"),
+        style_strength=options.get("style_strength"),
     )
 
 
@@ -121,6 +124,8 @@ class Orchestrator:
     async def submit(self, request: ImagineRequest, reporter: Reporter) -> str | Refusal:
         """Check, record and queue a request. Returns the job id, or the refusal the user was told."""
         job_id = new_job_id()
+        registry = self.settings.registry
+        model = request.model if request.model in registry.names() else registry.default
         new = NewJob(
             id=job_id,
             frontend=request.frontend,
@@ -131,12 +136,12 @@ class Orchestrator:
             negative_prompt=request.negative_prompt or "",
             options=request.options(),
             seed=request.seed,
-            model=self.settings.model,
+            model=model,
             delivery=request.delivery,
         )
         refusal: Refusal | None = None
         try:
-            spec = build_spec(request, self.settings.limits)
+            spec = build_spec(request, registry.get(request.model).limits(self.settings.limits))
             new = replace(new, seed=spec.seed, prompt=spec.prompt)
             decision = self.gate.check(spec.prompt)
             if not decision.allowed:
@@ -165,7 +170,7 @@ class Orchestrator:
             )
             await reporter.refused(refusal)
             return refusal
-        await asyncio.to_thread(self.queue.submit, Job(id=job_id, model=self.settings.model, spec=spec))
+        await asyncio.to_thread(self.queue.submit, Job(id=job_id, model=model, spec=spec))
         self.follow_in_background(job_id, reporter)
         return job_id
 
@@ -225,7 +230,7 @@ class Orchestrator:
         # Idempotent: after a crash between recording and queueing, this is what queues it.
         await asyncio.to_thread(self.queue.submit, Job(id=record.id, model=record.model, spec=spec_of(record)))
         position = await asyncio.to_thread(self.queue.position, job_id)
-        await reporter.queued(record, position)
+        await reporter.queued(record, position, await self._eta(record, position))
 
         cursor: str | None = None
         interval = self.settings.bot.progress_interval_seconds
@@ -243,22 +248,32 @@ class Orchestrator:
                     return
                 if event.kind is EventKind.STARTED:
                     await asyncio.to_thread(self.store.transition, job_id, JobStatus.RUNNING, detail=event.worker)
-                    await reporter.progress(record, 0, record.options.get("steps") or 0)
+                    await reporter.progress(record, 0, record.options.get("steps") or 0, None)
                 elif event.kind is EventKind.PROGRESS and (
                     now - last_progress >= interval or event.step >= event.total_steps
                 ):
                     last_progress = now
-                    await reporter.progress(record, event.step, event.total_steps)
+                    await reporter.progress(record, event.step, event.total_steps, event.preview)
             if not events and now - last_position_check >= max(interval, 2.0):
                 last_position_check = now
                 new_position = await asyncio.to_thread(self.queue.position, job_id)
                 if new_position is not None and new_position != position:
                     position = new_position
-                    await reporter.queued(record, position)
+                    await reporter.queued(record, position, await self._eta(record, position))
             if not warned and now - last_event >= watchdog:
                 warned = True
                 await reporter.still_waiting(record)
             await asyncio.sleep(self.poll_seconds)
+
+    async def _eta(self, record: JobRecord, position: QueuePosition | None) -> float | None:
+        """Seconds until this job's images are done, from the engines' measured throughput; None if unknown."""
+        if position is None:
+            return None
+        engines = await asyncio.to_thread(self.queue.engines)
+        rate = sum(e.images_per_second for e in engines if record.model in e.models_served)
+        if rate <= 0:
+            return None
+        return (position.images_ahead + (record.options.get("count") or 1)) / rate
 
     async def _get(self, job_id: str) -> JobRecord:
         record = await asyncio.to_thread(self.store.get, job_id)

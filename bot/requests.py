@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import InvalidRequest
 from engine.jobs import GenerationSpec, random_seed
 from engine.limits import Limits
 
@@ -24,6 +25,10 @@ class ImagineRequest:
     steps: int | None = None
     width: int | None = None
     height: int | None = None
+    guidance: float | None = None
+    model: str | None = None
+    style: str | None = None
+    style_strength: float | None = None
     # Front-end data needed to answer later, even after a restart (for Discord: the interaction).
     delivery: dict[str, Any] = field(default_factory=dict)
 
@@ -34,11 +39,19 @@ class ImagineRequest:
             "width": self.width,
             "height": self.height,
             "seed": self.seed,
+            "guidance": self.guidance,
+            "style": self.style,
+            "style_strength": self.style_strength,
         }
 
 
 def build_spec(request: ImagineRequest, limits: Limits) -> GenerationSpec:
-    """The spec to queue: a seed chosen now if none was given (so it is recorded), checked against `limits`."""
+    """The spec to queue: a seed chosen now if none was given (so it is recorded), checked against `limits`
+    (the model's own, see `ModelSpec.limits`)."""
+    if request.style_strength is not None and not 0.0 <= request.style_strength <= 2.0:
+        raise InvalidRequest(
+            "style_strength", f"style strength must be between 0 and 2 (got {request.style_strength})."
+        )
     spec = GenerationSpec(
         prompt=request.prompt.strip(),
         negative_prompt=(request.negative_prompt or "").strip(),
@@ -47,6 +60,9 @@ def build_spec(request: ImagineRequest, limits: Limits) -> GenerationSpec:
         steps=request.steps,
         width=request.width,
         height=request.height,
+        guidance_scale=request.guidance,
+        style=request.style or None,
+        style_strength=request.style_strength,
     )
     limits.check(spec)
     return spec

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -19,17 +20,21 @@ from bot.errors import ConfigError, ImagineError
 from bot.images import ImageStore
 from bot.orchestrator import Orchestrator
 from bot.supervisor import EngineSupervisor
-from engine.queue import open_queue
+from engine.queue import EngineStatus, open_queue
 from moderation.prompt_gate import PromptGate
 
 log = logging.getLogger(__name__)
 
 
-def engine_argv(config_path: Path | None) -> list[str]:
+def engine_argv(config_path: Path | None, worker_id: str) -> list[str]:
     argv = [sys.executable, "-m", "bot"]
     if config_path is not None:
         argv += ["--config", str(config_path)]
-    return [*argv, "engine"]
+    return [*argv, "engine", "--worker-id", worker_id]
+
+
+def supervised_worker_id() -> str:
+    return f"{socket.gethostname()}-local"
 
 
 async def serve(settings: Settings, *, with_engine: bool) -> None:
@@ -51,7 +56,17 @@ async def serve(settings: Settings, *, with_engine: bool) -> None:
         gate=PromptGate.from_package(),
     )
     point_at(settings.discord.api_url, settings.discord.gateway_url)
-    supervisor = EngineSupervisor(engine_argv(settings.source)) if with_engine else None
+    supervisor = None
+    if with_engine:
+        worker_id = supervised_worker_id()
+
+        async def health() -> EngineStatus | None:
+            engines = await asyncio.to_thread(queue.engines)
+            return next((e for e in engines if e.worker == worker_id), None)
+
+        supervisor = EngineSupervisor(
+            engine_argv(settings.source, worker_id), health=health, hang_seconds=settings.engine.hang_seconds
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

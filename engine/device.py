@@ -7,6 +7,7 @@ import torch
 from engine.errors import ModelLoadError
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+DTYPE_CHOICES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 class DeviceUnavailable(ModelLoadError):
@@ -61,3 +62,19 @@ def pick_device(preference: str = "auto") -> tuple[torch.device, torch.dtype]:
             )
         return torch.device("mps"), torch.float16
     return torch.device("cpu"), torch.float32
+
+
+def pick_dtype(device: torch.device, preference: str = "auto") -> torch.dtype:
+    """The precision to load weights in on `device`: "auto" (see `pick_device`), or fp16 / bf16 / fp32 as asked.
+
+    An explicit choice is honoured even where it is a poor one (fp16 on a CPU runs, slowly); an unknown name is
+    a `ModelLoadError` that lists the choices.
+    """
+    choice = preference.strip().lower()
+    if choice == "auto":
+        if device.type == "cuda":
+            return _cuda_dtype()
+        return torch.float16 if device.type == "mps" else torch.float32
+    if choice not in DTYPE_CHOICES:
+        raise ModelLoadError(f"Unknown dtype {preference!r}: use one of auto, {', '.join(DTYPE_CHOICES)}.")
+    return DTYPE_CHOICES[choice]

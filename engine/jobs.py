@@ -39,6 +39,9 @@ class GenerationSpec:
     width: int | None = None
     height: int | None = None
     guidance_scale: float | None = None
+    # A LoRA style by name, and how strongly it applies (None: the style's own default).
+    style: str | None = None
+    style_strength: float | None = None
 
     def seeds(self) -> list[int]:
         """One seed per image: image i uses seed + i, so every image can be reproduced alone."""
@@ -52,6 +55,14 @@ class Job:
     spec: GenerationSpec
     created_at: float = field(default_factory=time.time)
     version: int = SCHEMA_VERSION
+
+    @property
+    def batch_key(self) -> str:
+        """Jobs with equal keys can share one pipeline call: everything but prompts and seeds matches."""
+        spec = self.spec
+        return json.dumps(
+            [self.model, spec.width, spec.height, spec.steps, spec.guidance_scale, spec.style, spec.style_strength]
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -103,6 +114,7 @@ class Event:
     model: str = ""
     worker: str = ""
     images: tuple[GeneratedImage, ...] = ()
+    preview: bytes | None = None  # a small low-resolution image of the work so far (progress events)
 
     @property
     def terminal(self) -> bool:
@@ -113,6 +125,8 @@ class Event:
         data["images"] = [
             {**asdict(image), "png": base64.b64encode(image.png).decode("ascii")} for image in self.images
         ]
+        if self.preview is not None:
+            data["preview"] = base64.b64encode(self.preview).decode("ascii")
         data["version"] = SCHEMA_VERSION
         return json.dumps(data)
 
@@ -123,4 +137,10 @@ class Event:
         images = tuple(
             GeneratedImage(**{**image, "png": base64.b64decode(image["png"])}) for image in data.pop("images", [])
         )
-        return cls(kind=EventKind(data.pop("kind")), images=images, **data)
+        preview = data.pop("preview", None)
+        return cls(
+            kind=EventKind(data.pop("kind")),
+            images=images,
+            preview=base64.b64decode(preview) if preview is not None else None,
+            **data,
+        )

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Sequence
 from types import FrameType
 
-from engine.jobs import GeneratedImage, GenerationSpec
 from engine.limits import Limits
-from engine.pipeline import generate, load_model
+from engine.options import EngineOptions
 from engine.queue.base import JobQueue
+from engine.registry import ModelRegistry
+from engine.runner import PipelineRunner
 from engine.worker import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -20,37 +21,36 @@ log = logging.getLogger(__name__)
 def run_engine(
     queue: JobQueue,
     *,
-    model: str,
-    device: str,
-    worker_id: str,
+    registry: ModelRegistry,
+    options: EngineOptions,
     limits: Limits,
+    worker_id: str,
     heartbeat_seconds: float,
+    served: Sequence[str] | None = None,
     burst: bool = False,
 ) -> int:
-    """Serve jobs until SIGTERM/SIGINT (or, with `burst`, until the queue is empty). Returns jobs done."""
+    """Serve jobs until SIGTERM/SIGINT (or, with `burst`, until the queue is empty). Returns jobs ended.
+
+    The first signal stops claiming and lets the running batch finish; a second one stops the batch at
+    its next step and hands its jobs back to the queue."""
     stop = threading.Event()
+    runner = PipelineRunner(registry, options, limits, served=served)
+    worker = Worker(queue, runner, WorkerOptions(worker_id=worker_id, heartbeat_seconds=heartbeat_seconds))
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s: finishing the current job, then stopping", signal.Signals(signum).name)
-        stop.set()
+        if stop.is_set():
+            log.info("%s again: handing the running batch back", signal.Signals(signum).name)
+            worker.abort()
+        else:
+            log.info("%s: finishing the running batch, then stopping", signal.Signals(signum).name)
+            stop.set()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
 
-    log.info("loading %s", model)
-    loaded = load_model(model, device=device)
-    log.info("model ready on %s (%s); waiting for jobs as %s", loaded.device, loaded.dtype, worker_id)
-
-    def run(
-        spec: GenerationSpec, on_step: Callable[[int, int], None], should_stop: Callable[[], bool]
-    ) -> list[GeneratedImage]:
-        return generate(loaded, spec, on_step=on_step, should_stop=should_stop, limits=limits)
-
-    worker = Worker(
-        queue,
-        run,
-        WorkerOptions(worker_id=worker_id, model=model, limits=limits, heartbeat_seconds=heartbeat_seconds),
-    )
+    log.info("loading %s", runner.served_models()[0])
+    runner.start()
+    log.info("ready; serving %s as %s", ", ".join(runner.served_models()), worker_id)
     worker.run(stop, burst=burst)
     return worker.jobs_done

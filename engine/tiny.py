@@ -145,3 +145,152 @@ def _build(tokenizer: Any, seed: int) -> Any:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+# --- A single-file checkpoint in the original Stable Diffusion (LDM) layout -------------------------------------
+#
+# diffusers ships only the other direction (`from_single_file` converts LDM keys to diffusers keys), so this is
+# that conversion run backwards, for the SD 1.x block layout the tiny model uses. `from_single_file` with
+# `config=<the tiny folder>` reads it back into exactly the same weights.
+
+_RESNET_TO_LDM = (
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("conv_shortcut", "skip_connection"),
+)
+_UNET_TOP_TO_LDM = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+}
+_VAE_ATTENTION_TO_LDM = (
+    ("group_norm", "norm"),
+    ("to_q", "q"),
+    ("to_k", "k"),
+    ("to_v", "v"),
+    ("to_out.0", "proj_out"),
+)
+
+
+def _rename(key: str, old: str, new: str) -> str | None:
+    """`key` with the prefix `old.` replaced by `new.`, or None when it does not start with `old.`."""
+    return new + key[len(old) :] if key.startswith(old + ".") else None
+
+
+def _resnet_suffix(suffix: str) -> str:
+    for diffusers_name, ldm_name in _RESNET_TO_LDM:
+        if suffix.startswith("." + diffusers_name + "."):
+            return "." + ldm_name + suffix[len(diffusers_name) + 1 :]
+    return suffix
+
+
+def _unet_to_ldm(state: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    per_block = int(config["layers_per_block"])
+    blocks = len(config["down_block_types"])
+    up_attention = ["CrossAttn" in kind for kind in config["up_block_types"]]
+    prefixes: list[tuple[str, str, bool]] = []  # (diffusers prefix, ldm prefix, is a resnet)
+    for block in range(blocks):
+        for layer in range(per_block):
+            index = 1 + block * (per_block + 1) + layer
+            prefixes.append((f"down_blocks.{block}.resnets.{layer}", f"input_blocks.{index}.0", True))
+            prefixes.append((f"down_blocks.{block}.attentions.{layer}", f"input_blocks.{index}.1", False))
+        downsample = 1 + block * (per_block + 1) + per_block
+        prefixes.append((f"down_blocks.{block}.downsamplers.0.conv", f"input_blocks.{downsample}.0.op", False))
+        for layer in range(per_block + 1):
+            index = block * (per_block + 1) + layer
+            prefixes.append((f"up_blocks.{block}.resnets.{layer}", f"output_blocks.{index}.0", True))
+            prefixes.append((f"up_blocks.{block}.attentions.{layer}", f"output_blocks.{index}.1", False))
+        upsample = f"output_blocks.{block * (per_block + 1) + per_block}.{2 if up_attention[block] else 1}.conv"
+        prefixes.append((f"up_blocks.{block}.upsamplers.0.conv", upsample, False))
+    prefixes += [
+        ("mid_block.resnets.0", "middle_block.0", True),
+        ("mid_block.attentions.0", "middle_block.1", False),
+        ("mid_block.resnets.1", "middle_block.2", True),
+    ]
+    prefixes += [(old, new, False) for old, new in _UNET_TOP_TO_LDM.items()]
+
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for old, new, resnet in prefixes:
+            renamed = _rename(key, old, new)
+            if renamed is not None:
+                suffix = renamed[len(new) :]
+                converted[new + (_resnet_suffix(suffix) if resnet else suffix)] = value
+                break
+        else:
+            raise ValueError(f"no LDM name for UNet weight {key!r}")
+    return converted
+
+
+def _vae_to_ldm(state: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    blocks = len(config["down_block_types"])
+    prefixes: list[tuple[str, str]] = []
+    for block in range(blocks):
+        prefixes.append((f"encoder.down_blocks.{block}.resnets", f"encoder.down.{block}.block"))
+        prefixes.append((f"encoder.down_blocks.{block}.downsamplers.0", f"encoder.down.{block}.downsample"))
+        ldm_block = blocks - 1 - block  # the decoder counts its up blocks the other way round
+        prefixes.append((f"decoder.up_blocks.{block}.resnets", f"decoder.up.{ldm_block}.block"))
+        prefixes.append((f"decoder.up_blocks.{block}.upsamplers.0", f"decoder.up.{ldm_block}.upsample"))
+    for part in ("encoder", "decoder"):
+        prefixes += [
+            (f"{part}.mid_block.resnets.0", f"{part}.mid.block_1"),
+            (f"{part}.mid_block.resnets.1", f"{part}.mid.block_2"),
+            (f"{part}.conv_norm_out", f"{part}.norm_out"),
+        ]
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for part in ("encoder", "decoder"):
+            attention = _rename(key, f"{part}.mid_block.attentions.0", f"{part}.mid.attn_1")
+            if attention is None:
+                continue
+            for diffusers_name, ldm_name in _VAE_ATTENTION_TO_LDM:
+                attention = attention.replace(f".{diffusers_name}.", f".{ldm_name}.")
+            # The original VAE attention uses 1x1 convolutions where diffusers uses linear layers.
+            converted[attention] = value[:, :, None, None] if value.ndim == 2 else value
+            break
+        else:
+            for old, new in prefixes:
+                renamed = _rename(key, old, new)
+                if renamed is not None:
+                    converted[renamed.replace(".conv_shortcut.", ".nin_shortcut.")] = value
+                    break
+            else:
+                converted[key] = value  # conv_in, conv_out, quant_conv, post_quant_conv keep their names
+    return converted
+
+
+def create_tiny_single_file(model_dir: Path, path: Path) -> Path:
+    """Write the tiny pipeline at `model_dir` as one `.safetensors` or `.ckpt` file in the original SD layout.
+
+    Load it back with `from_single_file(path, config=model_dir)`: `model_dir` supplies the configs and tokenizer.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    model_dir, path = Path(model_dir), Path(path)
+    unet: Any = cast(Any, UNet2DConditionModel).from_pretrained(model_dir, subfolder="unet")
+    vae: Any = cast(Any, AutoencoderKL).from_pretrained(model_dir, subfolder="vae")
+    text_encoder: Any = CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder")
+    checkpoint: dict[str, torch.Tensor] = {}
+    for key, value in _unet_to_ldm(unet.state_dict(), dict(unet.config)).items():
+        checkpoint["model.diffusion_model." + key] = value
+    for key, value in _vae_to_ldm(vae.state_dict(), dict(vae.config)).items():
+        checkpoint["first_stage_model." + key] = value
+    for key, value in text_encoder.state_dict().items():
+        checkpoint["cond_stage_model.transformer." + key] = value
+    checkpoint = {key: value.detach().contiguous().clone() for key, value in checkpoint.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(checkpoint, str(path))
+    elif path.suffix == ".ckpt":
+        torch.save({"state_dict": checkpoint}, path)
+    else:
+        raise ValueError(f"a single-file checkpoint ends in .safetensors or .ckpt, not {path.suffix!r}")
+    return path

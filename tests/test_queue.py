@@ -1,62 +1,144 @@
-"""The queue contract. Every transport must pass this suite."""
+"""The queue contract. Every transport passes this same suite: local always, Redis when configured."""
 
+import os
+import sqlite3
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from engine.jobs import Event, EventKind, GeneratedImage, GenerationSpec, Job
-from engine.queue import LocalQueue
+from engine.queue import EngineStatus, LocalQueue, QueuePosition
 from engine.queue.base import JobQueue
 
+QueueFactory = Callable[..., JobQueue]
+MODELS = ["tiny"]
 
-def make_job(job_id: str, prompt: str = "a lighthouse at dusk") -> Job:
-    return Job(id=job_id, model="tiny", spec=GenerationSpec(prompt=prompt, seed=7, count=2))
+
+def make_job(job_id: str, *, model: str = "tiny", count: int = 1, steps: int | None = None) -> Job:
+    return Job(id=job_id, model=model, spec=GenerationSpec(prompt=f"prompt {job_id}", seed=7, count=count, steps=steps))
+
+
+def claim_one(queue: JobQueue, worker: str, models: list[str] = MODELS, timeout: float = 0) -> Job | None:
+    batch = queue.claim(worker, models=models, max_images=1, timeout=timeout)
+    assert len(batch) <= 1
+    return batch[0] if batch else None
+
+
+@pytest.fixture(params=["local", "redis"])
+def make_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueFactory]:
+    made: list[JobQueue] = []
+    defaults = {"lease_seconds": 0.3, "max_attempts": 2, "poll_seconds": 0.02}
+    if request.param == "local":
+
+        def factory(**options: object) -> JobQueue:
+            queue = LocalQueue(tmp_path / "queue.sqlite3", **{**defaults, **options})  # type: ignore[arg-type]
+            made.append(queue)
+            return queue
+
+    else:
+        url = os.environ.get("IMAGINE_TEST_REDIS_URL", "")
+        if not url:
+            pytest.skip("IMAGINE_TEST_REDIS_URL is not set, so the Redis variant does not run")
+        from engine.queue.redis import RedisQueue
+
+        prefix = f"imagine-test-{uuid.uuid4().hex[:10]}"
+
+        def factory(**options: object) -> JobQueue:
+            queue = RedisQueue(url, prefix=prefix, **{**defaults, **options})  # type: ignore[arg-type]
+            made.append(queue)
+            return queue
+
+    yield factory
+    if request.param == "redis":
+        import redis
+
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    for queue in made:
+        queue.close()
 
 
 @pytest.fixture
-def queue_path(tmp_path: Path) -> Path:
-    return tmp_path / "queue.sqlite3"
-
-
-@pytest.fixture
-def queue(queue_path: Path) -> Iterator[JobQueue]:
-    q = LocalQueue(queue_path, lease_seconds=0.3, max_attempts=2, poll_seconds=0.02)
-    yield q
-    q.close()
+def queue(make_queue: QueueFactory) -> JobQueue:
+    return make_queue()
 
 
 def test_submit_is_idempotent_and_ordered(queue: JobQueue) -> None:
-    assert queue.submit(make_job("a"))
+    assert queue.submit(make_job("a", count=2))
     assert queue.submit(make_job("b"))
     assert not queue.submit(make_job("a"))
-    assert queue.position("a") == 1
-    assert queue.position("b") == 2
-    claimed = queue.claim("w1", timeout=0)
+    assert queue.position("a") == QueuePosition(0, 0)
+    assert queue.position("b") == QueuePosition(jobs_ahead=1, images_ahead=2)
+    assert queue.position("b").place == 2  # type: ignore[union-attr]
+    claimed = claim_one(queue, "w1")
     assert claimed is not None
     assert claimed.id == "a"
-    assert claimed.spec == make_job("a").spec
+    assert claimed.spec == make_job("a", count=2).spec
     assert queue.position("a") is None
-    assert queue.position("b") == 1
+    assert queue.position("b") == QueuePosition(0, 0)
 
 
 def test_claim_waits_then_gives_up(queue: JobQueue) -> None:
     started = time.monotonic()
-    assert queue.claim("w1", timeout=0.1) is None
+    assert queue.claim("w1", models=MODELS, max_images=4, timeout=0.1) == []
     assert time.monotonic() - started >= 0.1
+
+
+def test_a_batch_takes_compatible_jobs_up_to_the_image_limit(queue: JobQueue) -> None:
+    queue.submit(make_job("a", count=2))
+    queue.submit(make_job("other-steps", steps=8))
+    queue.submit(make_job("b"))
+    queue.submit(make_job("c", count=2))
+    queue.submit(make_job("d"))
+    batch = queue.claim("w1", models=MODELS, max_images=4, timeout=0)
+    assert [job.id for job in batch] == ["a", "b", "d"] or [job.id for job in batch] == ["a", "b"]
+    assert sum(job.spec.count for job in batch) <= 4
+    # Nothing taken is left waiting, and what was skipped is next in line.
+    rest = queue.claim("w2", models=MODELS, max_images=8, timeout=0)
+    assert rest
+    assert rest[0].id == "other-steps"
+    left = queue.claim("w2", models=MODELS, max_images=8, timeout=0)
+    taken = {job.id for job in [*batch, *rest, *left]}
+    assert taken == {"a", "b", "c", "d", "other-steps"}
+
+
+def test_a_job_larger_than_the_limit_still_runs_alone(queue: JobQueue) -> None:
+    queue.submit(make_job("big", count=4))
+    queue.submit(make_job("small"))
+    batch = queue.claim("w1", models=MODELS, max_images=2, timeout=0)
+    assert [job.id for job in batch] == ["big"]
+
+
+def test_engines_prefer_their_loaded_model_until_a_job_waits_too_long(make_queue: QueueFactory) -> None:
+    queue = make_queue(prefer_loaded_for_seconds=0.3)
+    queue.submit(make_job("old-other", model="other"))
+    queue.submit(make_job("mine", model="tiny"))
+    assert claim_one(queue, "w1", models=["tiny", "other"]).id == "mine"  # type: ignore[union-attr]
+    assert claim_one(queue, "w1", models=["tiny"]) is None  # never a model it does not serve
+    queue.submit(make_job("mine-2", model="tiny"))
+    time.sleep(0.35)
+    queue.submit(make_job("mine-3", model="tiny"))
+    # Both waiting jobs are now older than the preference window: oldest first, whatever the model.
+    assert claim_one(queue, "w1", models=["tiny", "other"]).id == "old-other"  # type: ignore[union-attr]
 
 
 def test_events_flow_and_one_terminal_event(queue: JobQueue) -> None:
     queue.submit(make_job("a"))
-    assert queue.claim("w1", timeout=0) is not None
+    assert claim_one(queue, "w1") is not None
     assert queue.publish("a", "w1", Event(EventKind.STARTED, worker="w1"))
-    assert queue.publish("a", "w1", Event(EventKind.PROGRESS, step=1, total_steps=4))
+    assert queue.publish("a", "w1", Event(EventKind.PROGRESS, step=1, total_steps=4, preview=b"tiny"))
     image = GeneratedImage(index=0, seed=7, width=8, height=8, png=b"\x89PNG fake bytes")
     assert queue.finish("a", "w1", Event(EventKind.DONE, images=(image,), seconds=1.5))
     assert not queue.finish("a", "w1", Event(EventKind.FAILED, reason="again"))
     events = queue.events("a")
     assert [e.kind for _, e in events] == [EventKind.STARTED, EventKind.PROGRESS, EventKind.DONE]
+    assert events[1][1].preview == b"tiny"
     assert events[-1][1].images == (image,)
     cursor = events[0][0]
     assert [e.kind for _, e in queue.events("a", after=cursor)] == [EventKind.PROGRESS, EventKind.DONE]
@@ -67,7 +149,7 @@ def test_events_flow_and_one_terminal_event(queue: JobQueue) -> None:
 
 def test_only_the_holder_may_report(queue: JobQueue) -> None:
     queue.submit(make_job("a"))
-    queue.claim("w1", timeout=0)
+    claim_one(queue, "w1")
     assert not queue.publish("a", "intruder", Event(EventKind.PROGRESS, step=1, total_steps=2))
     assert not queue.finish("a", "intruder", Event(EventKind.DONE))
     assert not queue.heartbeat("a", "intruder")
@@ -75,14 +157,15 @@ def test_only_the_holder_may_report(queue: JobQueue) -> None:
 
 
 def test_cancel_queued_and_running(queue: JobQueue) -> None:
-    queue.submit(make_job("queued"))
     queue.submit(make_job("running"))
+    queue.submit(make_job("queued"))
+    job = claim_one(queue, "w1")
+    assert job is not None
+    assert job.id == "running"
     assert queue.cancel("queued")
     assert [e.kind for _, e in queue.events("queued")] == [EventKind.CANCELLED]
     assert not queue.cancel("queued")
-    job = queue.claim("w1", timeout=0)
-    assert job is not None
-    assert job.id == "running"
+    assert claim_one(queue, "w2") is None  # the cancelled job is never handed out
     assert not queue.cancel_requested("running")
     assert queue.cancel("running")
     assert queue.cancel_requested("running")
@@ -90,10 +173,10 @@ def test_cancel_queued_and_running(queue: JobQueue) -> None:
 
 def test_expired_lease_is_taken_over(queue: JobQueue) -> None:
     queue.submit(make_job("a"))
-    assert queue.claim("dead-engine", timeout=0) is not None
-    assert queue.claim("w2", timeout=0) is None
-    time.sleep(0.35)
-    taken = queue.claim("w2", timeout=0)
+    assert claim_one(queue, "dead-engine") is not None
+    assert claim_one(queue, "w2") is None
+    time.sleep(0.4)
+    taken = claim_one(queue, "w2")
     assert taken is not None
     assert taken.id == "a"
     assert not queue.finish("a", "dead-engine", Event(EventKind.DONE))
@@ -102,18 +185,18 @@ def test_expired_lease_is_taken_over(queue: JobQueue) -> None:
 
 def test_heartbeat_keeps_the_claim(queue: JobQueue) -> None:
     queue.submit(make_job("a"))
-    queue.claim("w1", timeout=0)
-    for _ in range(4):
+    claim_one(queue, "w1")
+    for _ in range(5):
         time.sleep(0.1)
         assert queue.heartbeat("a", "w1")
-    assert queue.claim("w2", timeout=0) is None
+    assert claim_one(queue, "w2") is None
 
 
 def test_recover_hands_back_a_restarted_engines_jobs(queue: JobQueue) -> None:
     queue.submit(make_job("a"))
-    queue.claim("engine-1", timeout=0)
+    claim_one(queue, "engine-1")
     assert queue.recover("engine-1") == 1
-    again = queue.claim("engine-1", timeout=0)
+    again = claim_one(queue, "engine-1")
     assert again is not None
     assert again.id == "a"
 
@@ -121,30 +204,63 @@ def test_recover_hands_back_a_restarted_engines_jobs(queue: JobQueue) -> None:
 def test_poison_job_is_dead_lettered(queue: JobQueue) -> None:
     queue.submit(make_job("poison"))
     for _ in range(2):  # max_attempts=2: two claims, each "crashing" the engine
-        assert queue.claim("w1", timeout=0) is not None
+        assert claim_one(queue, "w1") is not None
         queue.recover("w1")
-    assert queue.claim("w1", timeout=0) is None
+    assert claim_one(queue, "w1") is None
     (_, event), *_ = queue.events("poison")
     assert event.kind is EventKind.FAILED
     assert "2 times" in event.reason
+    assert [job_id for job_id, _ in queue.dead_letters()] == ["poison"]
 
 
 def test_release_does_not_count_as_an_attempt(queue: JobQueue) -> None:
     queue.submit(make_job("a"))
     for _ in range(5):
-        assert queue.claim("w1", timeout=0) is not None
+        assert claim_one(queue, "w1") is not None
         queue.release("a", "w1")
-    assert queue.claim("w1", timeout=0) is not None
+    assert claim_one(queue, "w1") is not None
 
 
-def test_jobs_survive_reopening(queue_path: Path) -> None:
-    first = LocalQueue(queue_path)
+def test_engines_advertise_and_expire(make_queue: QueueFactory) -> None:
+    queue = make_queue(engine_ttl_seconds=0.5)
+    now = time.time()
+    queue.advertise(
+        EngineStatus(worker="gpu-1", state="idle", models_loaded=("tiny",), images_per_second=3.5, beat_at=now)
+    )
+    (status,) = queue.engines()
+    assert status.worker == "gpu-1"
+    assert status.models_loaded == ("tiny",)
+    assert status.images_per_second == 3.5
+    time.sleep(0.7)
+    assert queue.engines() == []
+
+
+def test_local_jobs_survive_reopening(tmp_path: Path) -> None:
+    first = LocalQueue(tmp_path / "queue.sqlite3")
     first.submit(make_job("kept"))
     first.close()
-    second = LocalQueue(queue_path)
+    second = LocalQueue(tmp_path / "queue.sqlite3")
     try:
-        job = second.claim("w1", timeout=0)
+        job = claim_one(second, "w1")
         assert job is not None
         assert job.id == "kept"
     finally:
         second.close()
+
+
+def test_local_queue_upgrades_a_first_version_file(tmp_path: Path) -> None:
+    path = tmp_path / "queue.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, body TEXT NOT NULL, state TEXT NOT NULL, worker TEXT,"
+            " lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,"
+            " enqueued_at REAL NOT NULL);"
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, body TEXT NOT NULL,"
+            " at REAL NOT NULL);"
+        )
+    queue = LocalQueue(path)
+    try:
+        queue.submit(make_job("new"))
+        assert queue.position("new") == QueuePosition(0, 0)
+    finally:
+        queue.close()

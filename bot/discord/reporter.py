@@ -17,6 +17,7 @@ import discord
 from bot.db.store import JobRecord
 from bot.discord import text
 from bot.orchestrator import Delivery, DeliveryError, Refusal
+from engine.queue.base import QueuePosition
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +79,25 @@ class InteractionReporter:
         self.client = client
         self.interaction = interaction
 
-    async def _edit(self, content: str) -> None:
+    async def _edit(self, content: str, preview: bytes | None = None) -> None:
         """Status edits are best effort: a lost edit must never stop the job."""
         try:
-            await self.interaction.edit_original_response(content=content)
+            if preview is None:
+                await self.interaction.edit_original_response(content=content)
+            else:
+                preview_file = discord.File(io.BytesIO(preview), filename="preview.png", spoiler=False)
+                await self.interaction.edit_original_response(content=content, attachments=[preview_file])
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
             log.info("could not edit the status message: %s", error)
 
     async def refused(self, refusal: Refusal) -> None:
         await self._edit(text.refused(refusal))
 
-    async def queued(self, job: JobRecord, position: int | None) -> None:
-        await self._edit(text.queued(job, position))
+    async def queued(self, job: JobRecord, position: QueuePosition | None, eta_seconds: float | None) -> None:
+        await self._edit(text.queued(job, position, eta_seconds))
 
-    async def progress(self, job: JobRecord, step: int, total: int) -> None:
-        await self._edit(text.progress(job, step, total))
+    async def progress(self, job: JobRecord, step: int, total: int, preview: bytes | None) -> None:
+        await self._edit(text.progress(job, step, total), preview)
 
     async def still_waiting(self, job: JobRecord) -> None:
         await self._edit(text.still_waiting(job))
@@ -107,7 +112,7 @@ class InteractionReporter:
         job = delivery.job
         # The status message must be a message in its own right before the follow-up: on Discord the
         # first follow-up after a "thinking" reply would otherwise replace it, and be deleted with it.
-        await self._edit(text.posting(job))
+        await self._edit(text.posting(job))  # (a text-only edit keeps any preview; it goes with the message)
         try:
             message = await self.interaction.followup.send(
                 content=text.delivered(delivery, mention=False), files=_files(delivery), wait=True

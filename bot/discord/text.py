@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.db.store import JobRecord
 from bot.orchestrator import Delivery, Refusal
+from engine.queue.base import QueuePosition
 
 _REFUSAL_ICONS = {"invalid": "⚠️", "blocked": "⛔", "busy": "⏳", "error": "❌"}
 _BAR = 12
@@ -22,9 +23,19 @@ def refused(refusal: Refusal) -> str:
     return f"{_REFUSAL_ICONS.get(refusal.kind, '❌')} {refusal.reason}"
 
 
-def queued(job: JobRecord, position: int | None) -> str:
-    where = f"position **{position}** in the queue" if position else "about to start"
-    return f"⏳ Queued: {where}.\n> {quote_prompt(job.prompt)}\n-# job `{short_id(job.id)}`"
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    return f"{round(seconds / 60)} min"
+
+
+def queued(job: JobRecord, position: QueuePosition | None, eta_seconds: float | None) -> str:
+    if position is None or position.jobs_ahead == 0:
+        where = "next in line"
+    else:
+        where = f"position **{position.place}** in the queue"
+    eta = f", about {_duration(eta_seconds)}" if eta_seconds is not None else ""
+    return f"⏳ Queued: {where}{eta}.\n> {quote_prompt(job.prompt)}\n-# job `{short_id(job.id)}`"
 
 
 def progress(job: JobRecord, step: int, total: int) -> str:

@@ -2,14 +2,46 @@
 
 Delivery is at-least-once: a job whose engine died is handed out again, so producers must
 treat results idempotently (the bot does so by job id). A job ends with exactly one terminal
-event; `finish` refuses a second one.
+event; `finish` refuses a second one. Engines also advertise themselves here (`advertise`), so
+bots can estimate waits and supervisors can tell a hung engine from a busy one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.jobs import Event, Job
+
+
+@dataclass(frozen=True)
+class QueuePosition:
+    """Where a waiting job stands: `jobs_ahead` jobs holding `images_ahead` images will run before it."""
+
+    jobs_ahead: int
+    images_ahead: int
+
+    @property
+    def place(self) -> int:
+        """1 for the next job to run."""
+        return self.jobs_ahead + 1
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What an engine tells the others about itself, refreshed every heartbeat."""
+
+    worker: str
+    state: str  # loading, idle, working, stopping
+    models_loaded: tuple[str, ...] = ()
+    models_served: tuple[str, ...] = ()
+    images_per_second: float = 0.0  # measured, smoothed; 0 until the first batch
+    beat_at: float = 0.0  # time.time() of this report
+    progress_at: float = 0.0  # time.time() of the last sign of work (a step, a claim, a finished batch)
+    host: str = ""
+    pid: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 class JobQueue(Protocol):
@@ -22,8 +54,8 @@ class JobQueue(Protocol):
         """Events of `job_id` after cursor `after` (None: from the start), oldest first, with their cursors."""
         ...
 
-    def position(self, job_id: str) -> int | None:
-        """1 for the next job to run, 2 for the one after…; None once it runs or ended."""
+    def position(self, job_id: str) -> QueuePosition | None:
+        """Where a waiting job stands among the jobs for its model; None once it runs or ended."""
         ...
 
     def cancel(self, job_id: str) -> bool:
@@ -35,8 +67,11 @@ class JobQueue(Protocol):
         ...
 
     # Consumer side.
-    def claim(self, worker: str, timeout: float) -> Job | None:
-        """Take the next job, waiting up to `timeout` seconds. The claim lasts one lease."""
+    def claim(self, worker: str, *, models: Sequence[str], max_images: int, timeout: float) -> list[Job]:
+        """Take the next batch: the oldest claimable job for one of `models` (earlier models preferred, but
+        a job that waited long is taken first whatever its model), plus later jobs with the same
+        `Job.batch_key`, up to `max_images` images in all (the first job always counts, even if larger).
+        Waits up to `timeout` seconds for work; returns [] if none came. Each claim lasts one lease."""
         ...
 
     def heartbeat(self, job_id: str, worker: str) -> bool:
@@ -50,15 +85,28 @@ class JobQueue(Protocol):
         ...
 
     def finish(self, job_id: str, worker: str, event: Event) -> bool:
-        """End the job with a terminal event. False (and nothing written) if it already ended elsewhere."""
+        """End the job with a terminal event. False (and nothing written) if it already ended or `worker`
+        no longer holds it."""
         ...
 
     def release(self, job_id: str, worker: str) -> None:
-        """Hand an unfinished job back without counting an attempt (graceful shutdown)."""
+        """Hand an unstarted or interrupted job back without counting an attempt (graceful shutdown)."""
         ...
 
     def recover(self, worker: str) -> int:
-        """Hand back every job `worker` held before it restarted. Returns how many."""
+        """Hand back every job `worker` held before it restarted (this counts as an attempt). Returns how many."""
+        ...
+
+    def dead_letters(self, limit: int = 100) -> list[tuple[str, str]]:
+        """Jobs set aside after too many attempts, newest first: (job id, reason)."""
+        ...
+
+    def advertise(self, status: EngineStatus) -> None:
+        """Publish an engine's status; it counts as gone after a few missed heartbeats."""
+        ...
+
+    def engines(self) -> list[EngineStatus]:
+        """Engines that reported recently."""
         ...
 
     def close(self) -> None: ...
