@@ -282,7 +282,9 @@ def create_tiny_single_file(model_dir: Path, path: Path) -> Path:
     for key, value in _vae_to_ldm(vae.state_dict(), dict(vae.config)).items():
         checkpoint["first_stage_model." + key] = value
     for key, value in text_encoder.state_dict().items():
-        checkpoint["cond_stage_model.transformer." + key] = value
+        # transformers 5 flattened CLIPTextModel (no `text_model.` level); checkpoints keep the original names.
+        name = key if key.startswith("text_model.") else "text_model." + key
+        checkpoint["cond_stage_model.transformer." + name] = value
     checkpoint = {key: value.detach().contiguous().clone() for key, value in checkpoint.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
