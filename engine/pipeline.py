@@ -1,26 +1,38 @@
-"""Load a diffusers text-to-image pipeline once; turn a `GenerationSpec` into PNGs with one pipeline call.
+"""Load diffusers text-to-image pipelines and turn `GenerationSpec`s into PNGs, many specs in one pipeline call.
 
 diffusers is mostly untyped, so the pipeline object is `Any` at this boundary; what we hand out is typed.
-A `LoadedModel` runs one `generate` at a time (a diffusers pipeline keeps per-call state on itself).
+A `LoadedModel` runs one generation at a time (a diffusers pipeline keeps per-call state on itself); `ModelPool`
+keeps the few models an engine serves loaded, least recently used out first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import logging
+import threading
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
-from engine.device import DeviceUnavailable, pick_device
+from engine.device import DeviceUnavailable, pick_device, pick_dtype
 from engine.errors import InvalidRequest, JobCancelled, ModelLoadError
 from engine.jobs import GeneratedImage, GenerationSpec
 from engine.limits import Limits
+from engine.memory import free_memory
 from engine.metadata import encode_png
+from engine.options import EngineOptions
+from engine.registry import SCHEDULERS, ModelRegistry, ModelSpec
+from engine.styles import StyleLibrary, clear_style
+
+log = logging.getLogger(__name__)
 
 OVERRIDES_FILE = "imagine.json"
 TURBO_STEPS = 1
@@ -28,14 +40,36 @@ TURBO_GUIDANCE = 0.0
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 7.0
 FALLBACK_SIZE = 512
+WARMUP_STEPS = 2
+VAE_TILING_ABOVE = 1024 * 1024  # "auto" tiles the VAE decode for images with more pixels than this
+OFFLOAD_CHOICES = ("none", "model", "sequential")
+VAE_TILING_CHOICES = ("auto", "on", "off")
+
+# spec.scheduler -> (diffusers class, config overrides). "default" keeps the model's own scheduler.
+SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),  # A1111's "DPM++ 2M"
+    "dpm++_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),  # "DPM++ 2M SDE"
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+    # PLMS as SD 1.x ships it; the Runge-Kutta warm-up steps fail below ~8 steps (operands could not be broadcast).
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+}
 
 StepCallback = Callable[[int, int], None]
+LatentsCallback = Callable[[int, int, Any], None]
 StopCheck = Callable[[], bool]
 
 
 @dataclass
 class LoadedModel:
-    """A pipeline on its device, with the settings a request gets when it leaves them out."""
+    """A pipeline on its device, with the settings a request gets when it leaves them out.
+
+    The fields after `load_seconds` are the engine's bookkeeping: how the model was placed, and which LoRA
+    styles are loaded into it (managed by `engine.styles.StyleLibrary`).
+    """
 
     name: str
     pipe: Any
@@ -46,6 +80,23 @@ class LoadedModel:
     default_width: int
     default_height: int
     load_seconds: float = 0.0
+    spec: ModelSpec | None = None
+    offload: str = "none"  # what was applied: "none" on a CPU even if the options asked for more
+    vae_tiling: str = "auto"
+    compiled: bool = False
+    warmup_seconds: float | None = None
+    # style name -> (adapter name, file fingerprint); least recently used first.
+    adapters: OrderedDict[str, tuple[str, tuple[int, int]]] = field(default_factory=OrderedDict)
+    active_style: tuple[str, float] | None = None
+    unloaded: bool = False
+
+    @property
+    def denoiser(self) -> Any:
+        """The UNet, or the transformer of SD3/Flux-style pipelines."""
+        return _denoiser(self.pipe)
+
+
+# --- loading ---------------------------------------------------------------------------------------------------
 
 
 def _dtype_keyword() -> str:
@@ -58,6 +109,14 @@ def _dtype_keyword() -> str:
 
 def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~", "\\")) or "\\" in name or name.count("/") > 1 or ":" in name
+
+
+def _looks_like_local_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~", "\\")) or "\\" in name or name[1:2] == ":"
+
+
+def _label(spec: ModelSpec) -> str:
+    return repr(spec.name) if spec.name == spec.source else f"{spec.name!r} ({spec.source})"
 
 
 def _resolve_source(name: str) -> tuple[str, Path | None]:
@@ -99,6 +158,22 @@ def _hub_error(name: str, exc: BaseException) -> ModelLoadError:
     )
 
 
+def _hub_file_error(spec: ModelSpec, url: str, exc: BaseException) -> ModelLoadError:
+    from huggingface_hub import constants
+
+    parts = url.split("huggingface.co/", 1)[-1].replace("/blob/main/", "/", 1).split("/", 2)
+    command = f"hf download {'/'.join(parts[:2])} {parts[2]}" if len(parts) == 3 else "hf download"
+    if constants.HF_HUB_OFFLINE:
+        return ModelLoadError(
+            f"Model {_label(spec)}: the checkpoint is not in the local Hugging Face cache and downloads are off "
+            f"(HF_HUB_OFFLINE=1): download it once with `{command}`, or unset HF_HUB_OFFLINE."
+        )
+    return ModelLoadError(
+        f"Model {_label(spec)}: could not download the checkpoint ({_first_line(exc)}): check the path, your "
+        "network, and for gated models that you accepted the licence and set HF_TOKEN."
+    )
+
+
 def _read_overrides(folder: Path | None, name: str) -> dict[str, Any]:
     if folder is None or not (folder / OVERRIDES_FILE).is_file():
         return {}
@@ -118,6 +193,11 @@ def _read_overrides(folder: Path | None, name: str) -> dict[str, Any]:
     return data
 
 
+def _denoiser(pipe: Any) -> Any:
+    unet = getattr(pipe, "unet", None)
+    return unet if unet is not None else getattr(pipe, "transformer", None)
+
+
 def _native_size(pipe: Any) -> tuple[int, int]:
     """(width, height) the model was trained at: the denoiser's sample size times the VAE's scale factor."""
     scale = int(getattr(pipe, "vae_scale_factor", 8))
@@ -132,65 +212,564 @@ def _native_size(pipe: Any) -> tuple[int, int]:
     return int(sample) * scale, int(sample) * scale
 
 
-def load_model(name: str, *, device: str = "auto", cache_dir: str | Path | None = None) -> LoadedModel:
-    """Load `name` (a Hugging Face model id or a local pipeline folder) onto `device`. Call once per model.
+def _check_options(spec: ModelSpec, options: EngineOptions) -> None:
+    """Refuse settings with a typo before spending a minute on loading weights."""
+    label = _label(spec)
+    if spec.scheduler not in SCHEDULERS:
+        raise ModelLoadError(
+            f"Model {label}: unknown scheduler {spec.scheduler!r}. Choose one of: {', '.join(SCHEDULERS)}."
+        )
+    if options.offload not in OFFLOAD_CHOICES:
+        raise ModelLoadError(f"Unknown offload {options.offload!r}: use one of {', '.join(OFFLOAD_CHOICES)}.")
+    if options.vae_tiling not in VAE_TILING_CHOICES:
+        raise ModelLoadError(f"Unknown vae_tiling {options.vae_tiling!r}: use one of {', '.join(VAE_TILING_CHOICES)}.")
+    for label_, value in (("width", spec.width), ("height", spec.height)):
+        if value is not None and (value <= 0 or value % 8):
+            raise ModelLoadError(f"Model {label}: {label_} must be a positive multiple of 8 (got {value}).")
+    if spec.default_steps is not None and spec.default_steps < 1:
+        raise ModelLoadError(f"Model {label}: default_steps must be at least 1 (got {spec.default_steps}).")
+    if spec.default_guidance is not None and spec.default_guidance < 0:
+        raise ModelLoadError(f"Model {label}: default_guidance must be >= 0 (got {spec.default_guidance}).")
 
-    Defaults: turbo-class models (the name contains "turbo") get 1 step and guidance 0, others 25 steps and
-    guidance 7; a local folder's optional imagine.json ({"default_steps": .., "default_guidance": ..}) wins.
-    Every failure is a `ModelLoadError` whose message names the model and what to do.
-    """
+
+@contextlib.contextmanager
+def _hub_warnings_silenced() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # diffusers' load_config still passes huggingface_hub's removed `local_dir_use_symlinks` argument, and
+        # huggingface_hub warns about it on every hub-id load. Harmless; nothing we can change.
+        warnings.filterwarnings(
+            "ignore", message="The `local_dir_use_symlinks` argument is deprecated", category=UserWarning
+        )
+        yield
+
+
+def _load_pretrained(spec: ModelSpec, kwargs: dict[str, Any]) -> tuple[Any, Path | None]:
     from diffusers import AutoPipelineForText2Image
 
-    started = time.perf_counter()
+    source, folder = _resolve_source(spec.source)
     try:
-        torch_device, dtype = pick_device(device)
-    except DeviceUnavailable as exc:
-        raise DeviceUnavailable(f"Model {name!r} cannot be loaded: {exc}") from exc
-    source, folder = _resolve_source(name)
-    overrides = _read_overrides(folder, name)
-    kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
-    if cache_dir is not None:
-        kwargs["cache_dir"] = str(cache_dir)
-    try:
-        with warnings.catch_warnings():
-            # diffusers' load_config still passes huggingface_hub's removed `local_dir_use_symlinks` argument,
-            # and huggingface_hub warns about it on every hub-id load. Harmless; nothing we can change.
-            warnings.filterwarnings(
-                "ignore", message="The `local_dir_use_symlinks` argument is deprecated", category=UserWarning
-            )
+        with _hub_warnings_silenced():
             pipe: Any = cast(Any, AutoPipelineForText2Image).from_pretrained(source, **kwargs)
     except OSError as exc:
         if folder is not None:
-            raise ModelLoadError(f"Model folder {name!r} could not be read: {_first_line(exc)}") from exc
-        raise _hub_error(name, exc) from exc
+            raise ModelLoadError(f"Model folder {spec.source!r} could not be read: {_first_line(exc)}") from exc
+        raise _hub_error(spec.source, exc) from exc
     except Exception as exc:  # anything else (unsupported pipeline class, bad config): same one-line report
-        raise ModelLoadError(f"Could not load model {name!r}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"Could not load model {_label(spec)}: {_first_line(exc)}") from exc
+    return pipe, folder
+
+
+def _pipeline_class(class_name: str, spec: ModelSpec) -> Any:
+    diffusers = importlib.import_module("diffusers")
+    cls = getattr(diffusers, class_name, None)
+    if cls is None or not hasattr(cls, "from_single_file"):
+        raise ModelLoadError(
+            f"Model {_label(spec)}: diffusers cannot load a {class_name} from a single file; convert the checkpoint "
+            "to a diffusers folder (save_pretrained) and point the model at that folder."
+        )
+    return cls
+
+
+def _single_file_config(spec: ModelSpec, path: str, cache_dir: str | None) -> tuple[str, str]:
+    """(config folder or hub id, pipeline class name) for a single-file checkpoint.
+
+    With `spec.config` that is the answer (a local folder needs nothing from the network). Without it, diffusers
+    guesses the architecture from the checkpoint's keys (e.g. SD 1.5, SDXL) and the configs of the matching
+    reference repository must be in the Hugging Face cache or downloadable.
+    """
+    from diffusers import DiffusionPipeline
+
+    config = spec.config
+    if config is None:
+        utils: Any = importlib.import_module("diffusers.loaders.single_file_utils")
+        try:
+            checkpoint = utils.load_single_file_checkpoint(path, cache_dir=cache_dir)
+        except OSError as exc:
+            if not Path(path).is_file():
+                raise _hub_file_error(spec, path, exc) from exc
+            raise ModelLoadError(f"Model {_label(spec)}: the checkpoint could not be read: {_first_line(exc)}") from exc
+        try:
+            config = str(utils.fetch_diffusers_config(checkpoint)["pretrained_model_name_or_path"])
+        except Exception as exc:
+            raise ModelLoadError(
+                f"Model {_label(spec)}: could not tell which architecture the checkpoint is ({_first_line(exc)}). "
+                "Set the model's `config` to a diffusers folder or hub id of the same architecture."
+            ) from exc
+        del checkpoint
+    folder = Path(config).expanduser()
+    if folder.is_dir():
+        index = folder / "model_index.json"
+        try:
+            class_name = json.loads(index.read_text(encoding="utf-8"))["_class_name"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(
+                f"Model {_label(spec)}: the config folder {config!r} is not a diffusers pipeline folder "
+                f"({_first_line(exc)}); it needs a model_index.json and the component configs."
+            ) from exc
+        return str(folder), str(class_name)
+    if _looks_like_path(config):
+        raise ModelLoadError(f"Model {_label(spec)}: the config folder {config!r} does not exist.")
     try:
-        pipe = pipe.to(torch_device)
+        with _hub_warnings_silenced():
+            index_config = cast(Any, DiffusionPipeline).load_config(config, cache_dir=cache_dir)
+    except Exception as exc:
+        from huggingface_hub import constants
+
+        hint = (
+            f"its configs are not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE=1): "
+            f"run `hf download {config} --include '*.json' '*.txt'` once"
+            if constants.HF_HUB_OFFLINE
+            else f"could not fetch its configs ({_first_line(exc)})"
+        )
+        raise ModelLoadError(
+            f"Model {_label(spec)}: a single-file checkpoint needs the configs of a diffusers model of the same "
+            f"architecture ({config}); {hint}, or set the model's `config` to a local diffusers folder."
+        ) from exc
+    return config, str(index_config["_class_name"])
+
+
+def _load_single_file(spec: ModelSpec, kwargs: dict[str, Any]) -> tuple[Any, Path | None]:
+    path = Path(spec.source).expanduser()
+    local = path.is_file()
+    if local:
+        source = str(path)
+    elif spec.source.startswith(("https://", "http://")):
+        source = spec.source  # e.g. https://huggingface.co/org/repo/blob/main/model.safetensors
+    elif spec.source.count("/") >= 2 and not _looks_like_local_path(spec.source):
+        source = "https://huggingface.co/" + spec.source  # "org/repo/model.safetensors": diffusers wants a URL
+    else:
+        raise ModelLoadError(
+            f"Model {_label(spec)}: the checkpoint file {spec.source!r} does not exist (a file on Hugging Face is "
+            "written org/repo/file.safetensors)."
+        )
+    cache_dir = kwargs.get("cache_dir")
+    config, class_name = _single_file_config(spec, source, cache_dir)
+    cls = _pipeline_class(class_name, spec)
+    try:
+        with _hub_warnings_silenced():
+            pipe: Any = cls.from_single_file(source, config=config, **kwargs)
+    except OSError as exc:
+        if not local:
+            raise _hub_file_error(spec, source, exc) from exc
+        raise ModelLoadError(f"Model {_label(spec)}: the checkpoint could not be read: {_first_line(exc)}") from exc
+    except Exception as exc:
+        raise ModelLoadError(
+            f"Could not load model {_label(spec)} from a single file with the configs of {config!r}: "
+            f"{_first_line(exc)} (is the checkpoint the same architecture as the config?)"
+        ) from exc
+    folder = Path(config) if Path(config).is_dir() else None
+    return pipe, folder
+
+
+def _swap_scheduler(pipe: Any, spec: ModelSpec) -> None:
+    if spec.scheduler == "default":
+        return
+    current = type(pipe.scheduler).__name__
+    if "FlowMatch" in current:
+        raise ModelLoadError(
+            f"Model {_label(spec)} samples with {current} (a flow-matching model such as SD3 or Flux); the "
+            f"scheduler {spec.scheduler!r} is for noise-prediction models. Use scheduler 'default'."
+        )
+    class_name, overrides = SCHEDULER_CLASSES[spec.scheduler]
+    cls: Any = getattr(importlib.import_module("diffusers"), class_name)
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
+
+
+def _place(pipe: Any, spec: ModelSpec, options: EngineOptions, device: torch.device) -> str:
+    """Move the pipeline to `device`, or set up CPU offload there. Returns the offload actually in effect."""
+    offload = options.offload
+    if offload != "none" and device.type != "cuda":
+        log.info("model %s: offload=%s only applies to CUDA GPUs; ignored on %s", spec.name, offload, device)
+        offload = "none"
+    try:
+        if offload == "model":
+            pipe.enable_model_cpu_offload(device=device)  # whole components move to the GPU in turn
+        elif offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=device)  # layer by layer: smallest GPUs, slowest
+        else:
+            pipe.to(device)
     except RuntimeError as exc:  # CUDA out of memory is a RuntimeError
-        raise ModelLoadError(f"Model {name!r} could not be moved to {torch_device}: {_first_line(exc)}") from exc
+        raise ModelLoadError(
+            f"Model {_label(spec)} could not be moved to {device}: {_first_line(exc)} "
+            "(on a small GPU set offload to 'model' or 'sequential')"
+        ) from exc
+    return offload
+
+
+def _tune(pipe: Any, spec: ModelSpec, options: EngineOptions, device: torch.device, offload: str) -> bool:
+    """Memory format, VAE settings and torch.compile. Returns whether the denoiser was compiled."""
+    denoiser = _denoiser(pipe)
+    streamed = offload == "sequential"  # weights stream in layer by layer through hooks: leave the modules alone
+    if options.channels_last and device.type == "cuda" and denoiser is not None and not streamed:
+        # Convolutions in NHWC run faster on tensor cores; on a CPU it gained nothing (DESIGN.md).
+        denoiser.to(memory_format=torch.channels_last)
+    vae = getattr(pipe, "vae", None)
+    if vae is not None:
+        if options.vae_tiling == "on" and hasattr(vae, "enable_tiling"):
+            vae.enable_tiling()
+        elif hasattr(vae, "disable_tiling"):
+            vae.disable_tiling()
+        # Slicing decodes a batch one image at a time: the decoder's peak memory no longer grows with the batch.
+        if device.type != "cpu" and hasattr(vae, "enable_slicing"):
+            vae.enable_slicing()
+    if options.compile and streamed:
+        log.info("model %s: not compiling the denoiser under sequential offload (every layer is a hook)", spec.name)
+    elif options.compile and denoiser is not None:
+        # In place (nn.Module.compile): the module object stays the same, so LoRA loading still finds it.
+        # Compilation happens on the first call per input shape (warm_up does the first).
+        denoiser.compile()
+        log.info("model %s: the denoiser compiles on its first call (this takes a while)", spec.name)
+        return True
+    return False
+
+
+def load_model_spec(spec: ModelSpec, options: EngineOptions) -> LoadedModel:
+    """Load the model `spec` describes onto the device `options` choose. Call once per model; see `ModelPool`.
+
+    `spec.source` is a hub id or a diffusers folder (`AutoPipelineForText2Image.from_pretrained`) or a
+    `.safetensors`/`.ckpt` checkpoint (`from_single_file`, with the architecture's configs from `spec.config`).
+    Defaults, first match wins: the spec's own; the folder's (or config folder's) imagine.json; turbo-class models
+    ("turbo" in the name or source) 1 step, guidance 0; otherwise 25 steps, guidance 7; size: the model's native.
+    Every failure is a `ModelLoadError` whose message names the model and what to do.
+    """
+    started = time.perf_counter()
+    _check_options(spec, options)
+    try:
+        device, _ = pick_device(options.device)
+    except DeviceUnavailable as exc:
+        raise DeviceUnavailable(f"Model {_label(spec)} cannot be loaded: {exc}") from exc
+    dtype = pick_dtype(device, options.dtype)
+    kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
+    if options.cache_dir is not None:
+        kwargs["cache_dir"] = str(options.cache_dir)
+    pipe, folder = _load_single_file(spec, kwargs) if spec.single_file else _load_pretrained(spec, kwargs)
+    overrides = _read_overrides(folder, spec.name)
+    try:
+        _swap_scheduler(pipe, spec)
+        offload = _place(pipe, spec, options, device)
+        compiled = _tune(pipe, spec, options, device, offload)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"Model {_label(spec)} could not be set up: {_first_line(exc)}") from exc
     pipe.set_progress_bar_config(disable=True)
 
-    turbo = "turbo" in name.lower()
-    width, height = _native_size(pipe)
-    steps = overrides.get("default_steps", TURBO_STEPS if turbo else DEFAULT_STEPS)
-    guidance = overrides.get("default_guidance", TURBO_GUIDANCE if turbo else DEFAULT_GUIDANCE)
+    turbo = any("turbo" in text.lower() for text in (spec.name, spec.source))
+    native_width, native_height = _native_size(pipe)
+    steps = spec.default_steps or overrides.get("default_steps", TURBO_STEPS if turbo else DEFAULT_STEPS)
+    guidance = spec.default_guidance
+    if guidance is None:
+        guidance = overrides.get("default_guidance", TURBO_GUIDANCE if turbo else DEFAULT_GUIDANCE)
     return LoadedModel(
-        name=name,
+        name=spec.name,
         pipe=pipe,
-        device=torch_device,
+        device=device,
         dtype=dtype,
         default_steps=int(steps),
         default_guidance=float(guidance),
-        default_width=width,
-        default_height=height,
+        default_width=spec.width or native_width,
+        default_height=spec.height or native_height,
         load_seconds=time.perf_counter() - started,
+        spec=spec,
+        offload=offload,
+        vae_tiling=options.vae_tiling,
+        compiled=compiled,
     )
+
+
+def load_model(name: str, *, device: str = "auto", cache_dir: str | Path | None = None) -> LoadedModel:
+    """Load `name` (a hub id, a local pipeline folder or a single-file checkpoint) with default engine options."""
+    options = EngineOptions(device=device, cache_dir=Path(cache_dir) if cache_dir is not None else None)
+    return load_model_spec(ModelSpec(name=name, source=name), options)
+
+
+def unload_model(model: LoadedModel) -> None:
+    """Let go of the model's weights now (GPU memory included). The `LoadedModel` is unusable afterwards."""
+    if model.unloaded:
+        return
+    pipe = model.pipe
+    if model.offload != "none" and hasattr(pipe, "remove_all_hooks"):
+        pipe.remove_all_hooks()
+    model.pipe = None
+    model.unloaded = True
+    model.adapters.clear()
+    model.active_style = None
+    del pipe
+    free_memory()
+
+
+def warm_up(model: LoadedModel) -> float:
+    """One small generation, so that the first user does not pay for lazy initialisation (and compilation).
+
+    It runs at the model's default size, since a compiled denoiser compiles once per input shape. Returns
+    the seconds it took (also kept as `model.warmup_seconds`).
+    """
+    started = time.perf_counter()
+    spec = GenerationSpec(prompt="warm-up", seed=0, steps=min(WARMUP_STEPS, model.default_steps))
+    generate_batch(model, [spec])
+    model.warmup_seconds = time.perf_counter() - started
+    log.info("model %s warmed up in %.1f s", model.name, model.warmup_seconds)
+    return model.warmup_seconds
+
+
+# --- the pool --------------------------------------------------------------------------------------------------
+
+
+class ModelPool:
+    """The models an engine has loaded: at most `options.max_loaded_models`, the least recently used goes first.
+
+    `loader` is for tests; it defaults to `load_model_spec`. A model handed out by `get` stays valid until a
+    later `get` of another model evicts it: the engine uses one model at a time, from one thread. The pool does
+    not warm models up: a lazy load happens because a job is waiting, and that job is the warm-up; call
+    `warm_up` for the model(s) an engine loads at start.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        options: EngineOptions,
+        *,
+        loader: Callable[[ModelSpec, EngineOptions], LoadedModel] = load_model_spec,
+    ) -> None:
+        if options.max_loaded_models < 1:
+            raise ValueError(f"max_loaded_models must be at least 1 (got {options.max_loaded_models})")
+        self.registry = registry
+        self.options = options
+        self._loader = loader
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()  # guards _models; held only briefly
+        self._load_lock = threading.Lock()  # serialises loads and evictions
+
+    def get(self, name: str | None = None) -> LoadedModel:
+        """The model called `name` (None: the registry's default), loading it if needed.
+
+        Unknown names raise `InvalidRequest`; load failures `ModelLoadError`. To make room, the least recently
+        used models are unloaded *before* the new one loads, so both never need to fit at once.
+        """
+        spec = self.registry.get(name)
+        with self._lock:  # the fast path never waits for another thread's load
+            model = self._touch(spec.name)
+        if model is not None:
+            return model
+        with self._load_lock:  # one load at a time; `loaded()` and `peek()` keep answering meanwhile
+            with self._lock:
+                model = self._touch(spec.name)
+                if model is not None:
+                    return model
+                evicted = []
+                while len(self._models) >= self.options.max_loaded_models:
+                    evicted.append(self._models.popitem(last=False))
+            for evicted_name, evicted_model in evicted:
+                log.info("unloading model %s to make room for %s", evicted_name, spec.name)
+                unload_model(evicted_model)
+            log.info("loading model %s from %s", spec.name, spec.source)
+            model = self._loader(spec, self.options)
+            with self._lock:
+                self._models[spec.name] = model
+            return model
+
+    def _touch(self, name: str) -> LoadedModel | None:
+        model = self._models.get(name)
+        if model is not None:
+            self._models.move_to_end(name)
+        return model
+
+    def peek(self, name: str) -> LoadedModel | None:
+        """The model called `name` if it is loaded, without loading it or counting as a use."""
+        with self._lock:
+            return self._models.get(name)
+
+    def loaded(self) -> list[str]:
+        """Names of the loaded models, most recently used first."""
+        with self._lock:
+            return list(reversed(self._models))
+
+    def unload(self, name: str) -> bool:
+        """Unload one model now. False if it was not loaded."""
+        with self._lock:
+            model = self._models.pop(name, None)
+        if model is None:
+            return False
+        unload_model(model)
+        return True
+
+    def close(self) -> None:
+        """Unload every model."""
+        with self._lock:
+            models = list(self._models.values())
+            self._models.clear()
+        for model in models:
+            unload_model(model)
+
+
+# --- generation ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Settings:
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    style: str | None
+    style_strength: float | None
+
+
+def _settings(model: LoadedModel, spec: GenerationSpec) -> _Settings:
+    return _Settings(
+        width=spec.width or model.default_width,
+        height=spec.height or model.default_height,
+        steps=spec.steps or model.default_steps,
+        guidance=model.default_guidance if spec.guidance_scale is None else float(spec.guidance_scale),
+        style=spec.style,
+        style_strength=spec.style_strength,
+    )
+
+
+def _shared_settings(model: LoadedModel, specs: Sequence[GenerationSpec]) -> _Settings:
+    for spec in specs:
+        if spec.count < 1:
+            raise InvalidRequest("count", f"count must be at least 1 (got {spec.count}).")
+    first = _settings(model, specs[0])
+    for index, spec in enumerate(specs[1:], start=1):
+        other = _settings(model, spec)
+        if other != first:
+            differing = [name for name in first.__dataclass_fields__ if getattr(first, name) != getattr(other, name)]
+            raise ValueError(
+                f"generate_batch: spec {index} differs from spec 0 in {', '.join(differing)}; one pipeline call "
+                "needs the same size, steps, guidance and style for every spec (group them by Job.batch_key)."
+            )
+    for label, value in (("width", first.width), ("height", first.height)):
+        if value % 8 or value <= 0:
+            raise InvalidRequest("size", f"{label} must be a positive multiple of 8 (got {value}).")
+    return first
 
 
 def _generator_device(device: torch.device) -> torch.device:
     # MPS generators are not reproducible across runs (and some torch releases lack them): seed on the CPU.
     return torch.device("cpu") if device.type == "mps" else device
+
+
+def want_vae_tiling(mode: str, width: int, height: int) -> bool:
+    """Whether the VAE decode should be tiled for one call: "on", "off", or "auto" (above 1024x1024 pixels)."""
+    if mode == "auto":
+        return width * height > VAE_TILING_ABOVE
+    return mode == "on"
+
+
+def _set_vae_tiling(model: LoadedModel, width: int, height: int) -> None:
+    vae = getattr(model.pipe, "vae", None)
+    if model.vae_tiling != "auto" or vae is None or not hasattr(vae, "enable_tiling"):
+        return
+    wanted = want_vae_tiling("auto", width, height)
+    if bool(getattr(vae, "use_tiling", False)) != wanted:
+        vae.enable_tiling() if wanted else vae.disable_tiling()
+
+
+def _accepts(pipe: Any, parameter: str) -> bool:
+    import inspect
+
+    return parameter in inspect.signature(pipe.__call__).parameters
+
+
+def generate_batch(
+    model: LoadedModel,
+    specs: Sequence[GenerationSpec],
+    *,
+    on_step: LatentsCallback | None = None,
+    should_stop: StopCheck | None = None,
+    styles: StyleLibrary | None = None,
+    limits: Limits | None = None,
+) -> list[list[GeneratedImage]]:
+    """Draw every image of every spec in ONE pipeline call; returns one list of images per spec, in order.
+
+    All specs must resolve to the same width, height, steps, guidance, style and style strength (else
+    `ValueError`); prompts, negative prompts, seeds and counts may differ. Image i of a spec depends only on
+    its own seed `spec.seeds()[i]` (one seeded generator per image), so it comes out the same batched or alone
+    (up to float rounding, see the tests). `on_step(step, total, latents)` runs after every denoising step
+    (step counts from 1; `latents` is the live batch-first tensor, one row per image in output order: read it,
+    don't keep or modify it). When `should_stop()` turns true the remaining steps are skipped and `JobCancelled`
+    is raised. `styles` applies `GenerationSpec.style` (a LoRA); without a library a style is an
+    `InvalidRequest`. `limits`, when given, is checked for every spec.
+    """
+    if model.unloaded:
+        raise ModelLoadError(f"Model {model.name!r} was unloaded; get it from the pool again.")
+    if not specs:
+        return []
+    if limits is not None:
+        for spec in specs:
+            limits.check(spec)
+    settings = _shared_settings(model, specs)
+    if should_stop is not None and should_stop():
+        raise JobCancelled("cancelled before generation started")
+
+    if styles is not None:
+        styles.apply(model, settings.style, settings.style_strength)
+    elif settings.style is not None:
+        raise InvalidRequest("style", "Styles are not set up on this engine: leave the style out.")
+    else:
+        clear_style(model)
+    _set_vae_tiling(model, settings.width, settings.height)
+
+    pipe = model.pipe
+    prompts = [spec.prompt for spec in specs for _ in range(spec.count)]
+    negatives = [spec.negative_prompt for spec in specs for _ in range(spec.count)]
+    seeds = [seed for spec in specs for seed in spec.seeds()]
+    generator_device = _generator_device(model.device)
+    generators = [torch.Generator(device=generator_device).manual_seed(seed) for seed in seeds]
+    steps = settings.steps
+    stopped = False
+
+    def step_end(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        nonlocal stopped
+        if on_step is not None:
+            total = int(getattr(pipeline, "num_timesteps", steps) or steps)
+            on_step(step + 1, total, callback_kwargs.get("latents"))
+        if should_stop is not None and not stopped and should_stop():
+            stopped = True
+            pipeline._interrupt = True  # the documented way: the loop skips every remaining step
+        return callback_kwargs
+
+    call: dict[str, Any] = {
+        "prompt": prompts,
+        "num_inference_steps": steps,
+        "guidance_scale": settings.guidance,
+        "width": settings.width,
+        "height": settings.height,
+        "generator": generators,
+        "callback_on_step_end": step_end,
+        "output_type": "pil",
+    }
+    # Without classifier-free guidance (guidance <= 1: turbo models) SD pipelines ignore a negative prompt, and
+    # an empty one equals passing none, so only send them when there is something to send. "" fills the gaps.
+    if any(negatives) and _accepts(pipe, "negative_prompt"):
+        call["negative_prompt"] = negatives
+    with torch.inference_mode():
+        output: Any = pipe(**call)
+    if stopped:
+        raise JobCancelled("cancelled during generation")
+
+    results: list[list[GeneratedImage]] = []
+    position = 0
+    for spec in specs:
+        images: list[GeneratedImage] = []
+        for index, seed in enumerate(spec.seeds()):
+            image = output.images[position]
+            position += 1
+            png = encode_png(
+                image,
+                prompt=spec.prompt,
+                negative_prompt=spec.negative_prompt,
+                seed=seed,
+                model=model.name,
+                steps=steps,
+                guidance=settings.guidance,
+                width=image.width,
+                height=image.height,
+            )
+            images.append(GeneratedImage(index=index, seed=seed, width=image.width, height=image.height, png=png))
+        results.append(images)
+    return results
 
 
 def generate(
@@ -200,71 +779,20 @@ def generate(
     on_step: StepCallback | None = None,
     should_stop: StopCheck | None = None,
     limits: Limits | None = None,
+    styles: StyleLibrary | None = None,
 ) -> list[GeneratedImage]:
-    """Draw all `spec.count` images in one pipeline call; image i depends only on seed `spec.seeds()[i]`.
+    """Draw all `spec.count` images in one pipeline call: `generate_batch` for one spec.
 
-    `on_step(step, total)` is called after every denoising step (step counts from 1). When `should_stop()`
-    turns true the pipeline skips its remaining steps and `JobCancelled` is raised. The caller validates the
-    spec; `limits`, when given, is checked again here, and sizes must be multiples of 8 in any case.
+    `on_step(step, total)` is called after every denoising step (step counts from 1).
     """
-    if limits is not None:
-        limits.check(spec)
-    width = spec.width or model.default_width
-    height = spec.height or model.default_height
-    for label, value in (("width", width), ("height", height)):
-        if value % 8 or value <= 0:
-            raise InvalidRequest("size", f"{label} must be a positive multiple of 8 (got {value}).")
-    steps = spec.steps or model.default_steps
-    guidance = model.default_guidance if spec.guidance_scale is None else spec.guidance_scale
-    seeds = spec.seeds()
-    if should_stop is not None and should_stop():
-        raise JobCancelled("cancelled before generation started")
+    step_callback: LatentsCallback | None = None
+    if on_step is not None:
+        report = on_step
 
-    pipe = model.pipe
-    generator_device = _generator_device(model.device)
-    generators = [torch.Generator(device=generator_device).manual_seed(seed) for seed in seeds]
-    stopped = False
+        def step_callback(step: int, total: int, _latents: Any) -> None:
+            report(step, total)
 
-    def step_end(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-        nonlocal stopped
-        if on_step is not None:
-            on_step(step + 1, int(getattr(pipeline, "num_timesteps", steps) or steps))
-        if should_stop is not None and not stopped and should_stop():
-            stopped = True
-            pipeline._interrupt = True  # the documented way: the loop skips every remaining step
-        return callback_kwargs
-
-    call: dict[str, Any] = {
-        "prompt": [spec.prompt] * spec.count,
-        "num_inference_steps": steps,
-        "guidance_scale": guidance,
-        "width": width,
-        "height": height,
-        "generator": generators,
-        "callback_on_step_end": step_end,
-        "output_type": "pil",
-    }
-    # Without classifier-free guidance (guidance <= 1: turbo models) SD pipelines ignore a negative prompt,
-    # and an empty one equals passing none, so only send it when there is something to send.
-    if spec.negative_prompt:
-        call["negative_prompt"] = [spec.negative_prompt] * spec.count
-    with torch.inference_mode():
-        output: Any = pipe(**call)
-    if stopped:
-        raise JobCancelled("cancelled during generation")
-
-    images: list[GeneratedImage] = []
-    for index, (image, seed) in enumerate(zip(output.images, seeds, strict=True)):
-        png = encode_png(
-            image,
-            prompt=spec.prompt,
-            negative_prompt=spec.negative_prompt,
-            seed=seed,
-            model=model.name,
-            steps=steps,
-            guidance=guidance,
-            width=image.width,
-            height=image.height,
-        )
-        images.append(GeneratedImage(index=index, seed=seed, width=image.width, height=image.height, png=png))
+    [images] = generate_batch(
+        model, [spec], on_step=step_callback, should_stop=should_stop, styles=styles, limits=limits
+    )
     return images

@@ -60,7 +60,7 @@ class PipelineRunner:
         if job.spec.style is not None:
             if self.styles is None:
                 raise InvalidRequest("style", "No styles are installed here.")
-            self.styles.check(job.spec.style)
+            self.styles.check(job.spec.style, job.spec.style_strength)
 
     def max_batch_images(self, model: str) -> int:
         loaded = self.pool.peek(model)

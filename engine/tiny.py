@@ -6,6 +6,7 @@ For tests, CI and smoke runs: it loads through the same `engine.pipeline.load_mo
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any, cast
@@ -295,4 +296,42 @@ def create_tiny_single_file(model_dir: Path, path: Path) -> Path:
         torch.save({"state_dict": checkpoint}, path)
     else:
         raise ValueError(f"a single-file checkpoint ends in .safetensors or .ckpt, not {path.suffix!r}")
+    return path
+
+
+def create_tiny_lora(
+    model_dir: Path, path: Path, *, rank: int = 4, alpha: int = 16, seed: int = 0, scale: float = 0.1
+) -> Path:
+    """Write a random LoRA for the tiny model's UNet attention (to_q/to_k/to_v/to_out.0) to `path` (.safetensors).
+
+    Both LoRA matrices are random and non-zero (a freshly initialised LoRA is a no-op), with standard deviation
+    `scale`: 0.1 moves the tiny model's pixels by ~15 levels; much more and the network turns chaotic, so float
+    rounding (batched vs alone) grows into visible differences. The adapter config goes into the file's
+    metadata, so alpha != rank reloads at the right strength. Needs peft.
+    """
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"a LoRA file ends in .safetensors, not {path.suffix!r}")
+    unet: Any = cast(Any, UNet2DConditionModel).from_pretrained(Path(model_dir), subfolder="unet")
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+    )
+    unet.add_adapter(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in unet.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    diffusers_utils: Any = importlib.import_module("diffusers.utils")
+    layers = diffusers_utils.convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    cast(Any, StableDiffusionPipeline).save_lora_weights(
+        path.parent,
+        unet_lora_layers=layers,
+        unet_lora_adapter_metadata=cast(Any, config).to_dict(),
+        weight_name=path.name,
+    )
     return path

@@ -25,6 +25,9 @@ def open_queue(url: str, *, local_path: Path, lease_seconds: float = 30.0, max_a
         prefix = next((value for key, value in query if key == "prefix"), "imagine")
         rest = urlencode([(key, value) for key, value in query if key != "prefix"])
         return RedisQueue(
-            urlunsplit(parts._replace(query=rest)), prefix=prefix, lease_seconds=lease_seconds, max_attempts=max_attempts
+            urlunsplit(parts._replace(query=rest)),
+            prefix=prefix,
+            lease_seconds=lease_seconds,
+            max_attempts=max_attempts,
         )
     raise QueueError("IMAGINE_QUEUE_URL must be `local` or a redis:// URL.")

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.exceptions
+from redis.commands.core import Script
 
 from engine.errors import QueueError
 from engine.jobs import Event, EventKind, Job
@@ -360,7 +361,7 @@ return live
 """
 
 
-def _now(value: T | Awaitable[T]) -> T:
+def _sync(value: T | Awaitable[T]) -> T:
     """redis-py types every command as maybe-awaitable; the synchronous client never returns an awaitable."""
     if isinstance(value, Awaitable):
         raise TypeError("the Redis queue needs the synchronous client")
@@ -406,8 +407,9 @@ class RedisQueue:
         self.poll_seconds = poll_seconds
         self.prefer_loaded_for_seconds = prefer_loaded_for_seconds
         self.engine_ttl_seconds = engine_ttl_seconds
-        # While waiting for work, wake at least this often to notice leases that ran out.
-        self._wake_seconds = max(poll_seconds, min(1.0, lease_seconds / 2))
+        # While waiting for work, wake at least this often to notice leases that ran out (and stay well
+        # under redis-py's 5 s socket timeout, which also bounds a blocking read).
+        self._wake_seconds = min(2.0, max(poll_seconds, min(1.0, lease_seconds / 2)))
         self._where, self._secrets = _safe_url(url)
         with self._talking("connect"):
             try:
@@ -425,10 +427,10 @@ class RedisQueue:
         self._position = self._script(_POSITION)
         self._engines = self._script(_ENGINES)
 
-    def _script(self, body: str) -> Any:
+    def _script(self, body: str) -> Script:
         return self._redis.register_script(_LUA_COMMON + body)
 
-    def _run(self, script: Any, keys: Sequence[str], *args: object) -> Any:
+    def _run(self, script: Script, keys: Sequence[str], *args: object) -> Any:
         common = (self.prefix, GROUP, EVENTS_MAXLEN, EVENTS_TTL_SECONDS)
         return script(keys=list(keys), args=[*common, *(str(arg) for arg in args)])
 
@@ -477,7 +479,7 @@ class RedisQueue:
 
     def events(self, job_id: str, after: str | None = None) -> list[tuple[str, Event]]:
         with self._talking("read a job's events"):
-            found = _now(self._redis.xrange(self._events_key(job_id), min=f"({after}" if after else "-"))
+            found = _sync(self._redis.xrange(self._events_key(job_id), min=f"({after}" if after else "-"))
         return [(entry_id, Event.from_json(data["event"])) for entry_id, data in _entries(found)]
 
     def position(self, job_id: str) -> QueuePosition | None:
@@ -552,7 +554,7 @@ class RedisQueue:
 
     def cancel_requested(self, job_id: str) -> bool:
         with self._talking("read a job's cancel flag"):
-            return _now(self._redis.hget(self._job_key(job_id), "cancel")) == "1"
+            return _sync(self._redis.hget(self._job_key(job_id), "cancel")) == "1"
 
     def publish(self, job_id: str, worker: str, event: Event) -> bool:
         if event.terminal:
@@ -572,7 +574,7 @@ class RedisQueue:
 
     def recover(self, worker: str) -> int:
         with self._talking("recover an engine's jobs"):
-            models = sorted(str(model) for model in _now(self._redis.smembers(f"{self.prefix}:models")))
+            models = sorted(str(model) for model in _sync(self._redis.smembers(f"{self.prefix}:models")))
             if not models:
                 return 0
             keys = [self._stream(model) for model in models] + [self._nudge(model) for model in models]
@@ -580,7 +582,7 @@ class RedisQueue:
 
     def dead_letters(self, limit: int = 100) -> list[tuple[str, str]]:
         with self._talking("read the dead letters"):
-            found = _now(self._redis.xrevrange(f"{self.prefix}:dead", count=limit))
+            found = _sync(self._redis.xrevrange(f"{self.prefix}:dead", count=limit))
         return [(data["job"], data["reason"]) for _, data in _entries(found)]
 
     def advertise(self, status: EngineStatus) -> None:
