@@ -71,7 +71,7 @@ class LocalQueue:
         *,
         lease_seconds: float = 30.0,
         max_attempts: int = 3,
-        poll_seconds: float = 0.05,
+        poll_seconds: float = 0.02,
         prefer_loaded_for_seconds: float = 30.0,
         engine_ttl_seconds: float = 15.0,
     ) -> None:
