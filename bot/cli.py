@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="make images locally, without Discord")
     generate.add_argument("prompt")
-    generate.add_argument("--model", help="model id or folder (default: the configured model)")
+    generate.add_argument(
+        "--model", help="a configured model name, hub id, folder or checkpoint (default: the default model)"
+    )
     generate.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write PNGs into")
     generate.add_argument("--negative", default="", help="what to keep out of the image")
     generate.add_argument("--seed", type=_seed, help=f"0 to {MAX_SEED} (default: random)")
@@ -68,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--size", type=_size, metavar="WxH", help="image size, e.g. 512x512")
     generate.add_argument("--count", type=_whole("count"), default=1, help="number of images (default 1)")
     generate.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
+    generate.add_argument("--style", help="a LoRA style from the styles folder")
+    generate.add_argument("--style-strength", type=float, help="how strongly the style applies (0 to 2)")
 
     db = commands.add_parser("db", help="database tasks")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="TASK")
@@ -99,6 +103,10 @@ def _hide_progress_bars() -> None:
 
 
 def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.registry import ModelSpec
+
+    name = args.model or settings.model
+    model_spec = next((m for m in settings.registry if m.name == name), None) or ModelSpec(name=name, source=name)
     width, height = args.size if args.size else (None, None)
     spec = GenerationSpec(
         prompt=args.prompt,
@@ -109,15 +117,22 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         width=width,
         height=height,
         guidance_scale=args.guidance,
+        style=args.style,
+        style_strength=args.style_strength,
     )
-    settings.limits.check(spec)  # before any model is loaded: bad input never reaches the GPU
+    limits = model_spec.limits(settings.limits)
+    limits.check(spec)  # before any model is loaded: bad input never reaches the GPU
 
-    from engine.pipeline import generate, load_model
+    from engine.pipeline import generate, load_model_spec
+    from engine.styles import StyleLibrary
 
+    styles = StyleLibrary(settings.styles_dir)
+    if spec.style is not None:
+        styles.check(spec.style, spec.style_strength)
     _hide_progress_bars()
-    model = load_model(args.model or settings.model, device=settings.engine.device)
+    model = load_model_spec(model_spec, settings.engine_options())
     started = time.monotonic()
-    images = generate(model, spec, limits=settings.limits)
+    images = generate(model, spec, limits=limits, styles=styles)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for image in images:

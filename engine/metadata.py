@@ -49,6 +49,8 @@ def encode_png(
     guidance: float,
     width: int,
     height: int,
+    style: str | None = None,
+    style_strength: float | None = None,
 ) -> bytes:
     """Encode `image` as PNG bytes carrying the settings that made it and a plain AI-generated statement."""
     chunks = {
@@ -71,6 +73,9 @@ def encode_png(
             height=height,
         ),
     }
+    if style is not None:
+        chunks["style"] = style
+        chunks["style_strength"] = str(1.0 if style_strength is None else float(style_strength))
     info = PngImagePlugin.PngInfo()
     for key, value in chunks.items():
         info.add_text(key, value)  # tEXt when the value is Latin-1, otherwise iTXt (UTF-8)

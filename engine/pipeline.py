@@ -766,6 +766,8 @@ def generate_batch(
                 guidance=settings.guidance,
                 width=image.width,
                 height=image.height,
+                style=spec.style,
+                style_strength=spec.style_strength,
             )
             images.append(GeneratedImage(index=index, seed=seed, width=image.width, height=image.height, png=png))
         results.append(images)
