@@ -27,7 +27,7 @@ from engine.queue import JobQueue, QueuePosition, open_queue
 from moderation.prompt_gate import PromptGate
 
 pytestmark = pytest.mark.slow
-JOBS = 10
+JOBS = 6
 
 
 @dataclass
@@ -146,9 +146,9 @@ async def test_kill_an_engine_mid_batch(tmp_path: Path, tiny_model_dir: Path, qu
                 user_id=f"user-{i}",
                 prompt=f"a slow picture {i}",
                 seed=i,
-                steps=40,
-                width=128,
-                height=128,
+                steps=20,
+                width=96,
+                height=96,
             )
             job_id = await orchestrator.submit(request, reporter)
             assert isinstance(job_id, str)
