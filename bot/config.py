@@ -20,7 +20,7 @@ import platformdirs
 from bot.errors import ConfigError
 from engine.limits import Limits
 from engine.options import EngineOptions
-from engine.registry import SCHEDULERS, ModelRegistry, ModelSpec
+from engine.registry import SCHEDULERS, SLD_LEVELS, ModelRegistry, ModelSpec
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 DEFAULT_API_URL = "https://discord.com/api/v10"
@@ -313,6 +313,7 @@ _MODEL_KEYS: dict[str, Callable[[object], Any]] = {
     "max_steps": _parse_positive_int,
     "max_size": _parse_positive_int,
     "config": _parse_str,
+    "safe_latent_diffusion": _choice(*SLD_LEVELS),
 }
 
 

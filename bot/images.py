@@ -15,14 +15,21 @@ class ImageStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def save(self, job_id: str, image: GeneratedImage, *, when: datetime | None = None) -> StoredImage:
-        day = (when or datetime.now(UTC)).strftime("%Y/%m/%d")
-        folder = self.root / day
+    def _write(self, name: str, data: bytes, when: datetime | None) -> Path:
+        folder = self.root / (when or datetime.now(UTC)).strftime("%Y/%m/%d")
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{job_id}-{image.index}.png"
-        partial = path.with_suffix(".png.partial")
-        partial.write_bytes(image.png)
+        path = folder / name
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(data)
         os.replace(partial, path)
+        return path
+
+    def save_preview(self, job_id: str, index: int, png: bytes, *, when: datetime | None = None) -> Path:
+        """A blurred preview of an image held for review, for the moderators' channel."""
+        return self._write(f"{job_id}-{index}.blurred.png", png, when)
+
+    def save(self, job_id: str, image: GeneratedImage, *, when: datetime | None = None) -> StoredImage:
+        path = self._write(f"{job_id}-{image.index}.png", image.png, when)
         return StoredImage(
             index=image.index,
             seed=image.seed,

@@ -19,7 +19,7 @@ from typing import Protocol
 from bot.config import Settings
 from bot.db.models import JobStatus
 from bot.db.store import JobRecord, JobStore, NewJob, OverJobCap, StoredImage
-from bot.images import ImageStore
+from bot.finishing import Finisher
 from bot.requests import ImagineRequest, build_spec
 from engine.errors import InvalidRequest
 from engine.jobs import Event, EventKind, GenerationSpec, Job, new_job_id
@@ -48,8 +48,10 @@ class DeliveryError(Exception):
 @dataclass(frozen=True)
 class Delivery:
     job: JobRecord
-    images: list[tuple[StoredImage, bytes]]
+    images: list[tuple[StoredImage, bytes]]  # the images that passed the image gate
     seconds: float | None
+    held: int = 0  # images held back for moderators' review
+    blocked: int = 0  # images the image gate blocked
 
 
 class Reporter(Protocol):
@@ -69,6 +71,10 @@ class Reporter(Protocol):
 
     async def find_delivered(self, job: JobRecord) -> str | None:
         """After a crash mid-post: the id of the message already posted for `job`, or None."""
+        ...
+
+    async def withheld(self, job: JobRecord, *, held: int, blocked: int, category: str | None) -> None:
+        """No image passed the image gate: `held` wait for moderators, `blocked` are never shown."""
         ...
 
     async def failed(self, job: JobRecord, reason: str) -> None: ...
@@ -107,7 +113,7 @@ class Orchestrator:
         settings: Settings,
         store: JobStore,
         queue: JobQueue,
-        images: ImageStore,
+        finisher: Finisher,
         gate: PromptGate,
         poll_seconds: float = 0.2,
         delivery_retries: int = 5,
@@ -115,7 +121,7 @@ class Orchestrator:
         self.settings = settings
         self.store = store
         self.queue = queue
-        self.images = images
+        self.finisher = finisher
         self.gate = gate
         self.poll_seconds = poll_seconds
         self.delivery_retries = delivery_retries
@@ -284,7 +290,7 @@ class Orchestrator:
     async def _end(self, record: JobRecord, event: Event, reporter: Reporter) -> None:
         job_id = record.id
         if event.kind is EventKind.DONE:
-            stored = [await asyncio.to_thread(self.images.save, job_id, image) for image in event.images]
+            stored = await asyncio.to_thread(self.finisher.finish, job_id, record.model, event.images)
             await asyncio.to_thread(self.store.add_images, job_id, stored)
             await asyncio.to_thread(
                 self.store.transition,
@@ -304,6 +310,17 @@ class Orchestrator:
 
     async def _deliver(self, record: JobRecord, reporter: Reporter) -> None:
         job_id = record.id
+        postable = [image for image in record.images if image.postable]
+        held = [image for image in record.images if image.gate_action == "review"]
+        blocked = [image for image in record.images if image.gate_action == "block"]
+        if not postable:
+            status = JobStatus.HELD if held else JobStatus.WITHHELD
+            flagged = held or blocked
+            category = flagged[0].gate_category if flagged else None
+            if await asyncio.to_thread(self.store.transition, job_id, status, detail=f"image gate: {category}"):
+                await reporter.withheld(record, held=len(held), blocked=len(blocked), category=category)
+            await asyncio.to_thread(self.queue.forget, job_id)
+            return
         if record.status is JobStatus.POSTING:
             found = await reporter.find_delivered(record)
             if found is not None:
@@ -311,8 +328,8 @@ class Orchestrator:
                 return
         else:
             await asyncio.to_thread(self.store.transition, job_id, JobStatus.POSTING)
-        images = [(image, await asyncio.to_thread(Path(image.path).read_bytes)) for image in record.images]
-        delivery = Delivery(record, images, elapsed_seconds(record))
+        images = [(image, await asyncio.to_thread(Path(image.path).read_bytes)) for image in postable]
+        delivery = Delivery(record, images, elapsed_seconds(record), held=len(held), blocked=len(blocked))
         for attempt in range(self.delivery_retries + 1):
             try:
                 message_id = await reporter.deliver(delivery)

@@ -29,6 +29,8 @@ class ImagineRequest:
     model: str | None = None
     style: str | None = None
     style_strength: float | None = None
+    # Whether the place it was asked in is marked for adults (a Discord age-restricted channel).
+    nsfw_channel: bool = False
     # Front-end data needed to answer later, even after a restart (for Discord: the interaction).
     delivery: dict[str, Any] = field(default_factory=dict)
 

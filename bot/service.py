@@ -17,8 +17,8 @@ from bot.db.migrate import connect, upgrade
 from bot.db.store import JobStore
 from bot.discord.client import ImagineClient, point_at
 from bot.errors import ConfigError, ImagineError
-from bot.images import ImageStore
 from bot.orchestrator import Orchestrator
+from bot.safety import build_finisher
 from bot.supervisor import EngineSupervisor
 from engine.queue import EngineStatus, open_queue
 from moderation.prompt_gate import PromptGate
@@ -52,7 +52,7 @@ async def serve(settings: Settings, *, with_engine: bool) -> None:
         settings=settings,
         store=JobStore(database),
         queue=queue,
-        images=ImageStore(settings.images_dir),
+        finisher=build_finisher(settings),
         gate=PromptGate.from_package(),
     )
     point_at(settings.discord.api_url, settings.discord.gateway_url)

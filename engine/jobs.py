@@ -100,6 +100,7 @@ class GeneratedImage:
     width: int
     height: int
     png: bytes
+    flagged: str | None = None  # what flagged it as unsafe on the engine (e.g. the model's own safety checker)
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,9 @@ class LoadedModel:
     adapters: OrderedDict[str, tuple[str, tuple[int, int]]] = field(default_factory=OrderedDict)
     active_style: tuple[str, float] | None = None
     unloaded: bool = False
+    # Safe Latent Diffusion: the same components in diffusers' SLD pipeline, and its level.
+    safe_pipe: Any = None
+    sld_level: str = "off"
 
     @property
     def denoiser(self) -> Any:
@@ -454,6 +457,7 @@ def load_model_spec(spec: ModelSpec, options: EngineOptions) -> LoadedModel:
         raise ModelLoadError(f"Model {_label(spec)} could not be set up: {_first_line(exc)}") from exc
     pipe.set_progress_bar_config(disable=True)
 
+    safe_pipe = _safe_pipeline(pipe, spec)
     turbo = any("turbo" in text.lower() for text in (spec.name, spec.source))
     native_width, native_height = _native_size(pipe)
     steps = spec.default_steps or overrides.get("default_steps", TURBO_STEPS if turbo else DEFAULT_STEPS)
@@ -474,7 +478,40 @@ def load_model_spec(spec: ModelSpec, options: EngineOptions) -> LoadedModel:
         offload=offload,
         vae_tiling=options.vae_tiling,
         compiled=compiled,
+        safe_pipe=safe_pipe,
+        sld_level=spec.safe_latent_diffusion if safe_pipe is not None else "off",
     )
+
+
+def _safe_pipeline(pipe: Any, spec: ModelSpec) -> Any:
+    """Diffusers' Safe Latent Diffusion pipeline over the same components (so LoRA styles apply to both)."""
+    if spec.safe_latent_diffusion == "off":
+        return None
+    if type(pipe).__name__ != "StableDiffusionPipeline":
+        raise ModelLoadError(
+            f"Model {_label(spec)}: safe_latent_diffusion works with SD 1.x/2.x models only "
+            f"(this one is {type(pipe).__name__}); set it to off."
+        )
+    from diffusers.pipelines.deprecated.stable_diffusion_safe import StableDiffusionPipelineSafe
+
+    safe = StableDiffusionPipelineSafe(
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        unet=pipe.unet,
+        scheduler=pipe.scheduler,
+        safety_checker=pipe.safety_checker,
+        feature_extractor=pipe.feature_extractor,
+        requires_safety_checker=False,
+    )
+    safe.set_progress_bar_config(disable=True)
+    return safe
+
+
+def _sld_settings(level: str) -> dict[str, Any]:
+    from diffusers.pipelines.deprecated.stable_diffusion_safe import SafetyConfig
+
+    return dict(getattr(SafetyConfig, level.upper()))
 
 
 def load_model(name: str, *, device: str = "auto", cache_dir: str | Path | None = None) -> LoadedModel:
@@ -745,16 +782,22 @@ def generate_batch(
     if any(negatives) and _accepts(pipe, "negative_prompt"):
         call["negative_prompt"] = negatives
     with torch.inference_mode():
-        output: Any = pipe(**call)
+        if model.safe_pipe is not None:
+            output: Any = _call_safe(model, call, on_step, should_stop, steps)
+        else:
+            output = pipe(**call)
     if stopped:
         raise JobCancelled("cancelled during generation")
 
+    # A model that ships its own safety checker (SD 1.x) keeps it: it blacks out what it flags and says so.
+    flags = list(getattr(output, "nsfw_content_detected", None) or [])
     results: list[list[GeneratedImage]] = []
     position = 0
     for spec in specs:
         images: list[GeneratedImage] = []
         for index, seed in enumerate(spec.seeds()):
             image = output.images[position]
+            flagged = "the model's safety checker" if position < len(flags) and flags[position] else None
             position += 1
             png = encode_png(
                 image,
@@ -769,9 +812,31 @@ def generate_batch(
                 style=spec.style,
                 style_strength=spec.style_strength,
             )
-            images.append(GeneratedImage(index=index, seed=seed, width=image.width, height=image.height, png=png))
+            images.append(
+                GeneratedImage(index=index, seed=seed, width=image.width, height=image.height, png=png, flagged=flagged)
+            )
         results.append(images)
     return results
+
+
+def _call_safe(
+    model: LoadedModel,
+    call: dict[str, Any],
+    on_step: Callable[[int, int, Any], None] | None,
+    should_stop: StopCheck | None,
+    steps: int,
+) -> Any:
+    """The same call through the SLD pipeline, which only knows diffusers' older per-step callback."""
+
+    def callback(step: int, timestep: Any, latents: Any) -> None:
+        if on_step is not None:
+            on_step(step + 1, steps, latents)
+        if should_stop is not None and should_stop():
+            raise JobCancelled("cancelled during generation")
+
+    safe_call = {k: v for k, v in call.items() if k != "callback_on_step_end"}
+    safe_call.update(callback=callback, callback_steps=1, **_sld_settings(model.sld_level))
+    return model.safe_pipe(**safe_call)
 
 
 def generate(

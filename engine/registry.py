@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from engine.errors import InvalidRequest
 from engine.limits import Limits
 
+SLD_LEVELS = ("off", "weak", "medium", "strong", "max")
 SCHEDULERS = ("default", "euler", "euler_a", "ddim", "dpm++", "dpm++_sde", "unipc", "lcm", "pndm")
 
 
@@ -27,6 +28,8 @@ class ModelSpec:
     max_size: int | None = None
     # For single-file checkpoints: a diffusers folder or hub id whose configs describe the architecture.
     config: str | None = None
+    # Safe Latent Diffusion (SD 1.x/2.x only): steers generation away from unsafe concepts when guidance > 1.
+    safe_latent_diffusion: str = "off"
 
     @property
     def single_file(self) -> bool:

@@ -19,6 +19,7 @@ from bot.config import load_settings
 from bot.db.migrate import connect, upgrade
 from bot.db.models import JobStatus
 from bot.db.store import JobRecord, JobStore
+from bot.finishing import Finisher
 from bot.images import ImageStore
 from bot.orchestrator import Delivery, Orchestrator, Refusal
 from bot.requests import ImagineRequest
@@ -52,6 +53,9 @@ class CountingReporter:
 
     async def find_delivered(self, job: JobRecord) -> str | None:
         return None
+
+    async def withheld(self, job: JobRecord, *, held: int, blocked: int, category: str | None) -> None:
+        raise AssertionError(f"withheld {category}")
 
     async def failed(self, job: JobRecord, reason: str) -> None:
         raise AssertionError(reason)
@@ -132,7 +136,7 @@ async def test_kill_an_engine_mid_batch(tmp_path: Path, tiny_model_dir: Path, qu
         settings=settings,
         store=store,
         queue=queue,
-        images=ImageStore(settings.images_dir),
+        finisher=Finisher(ImageStore(settings.images_dir)),
         gate=PromptGate.from_package(),
         poll_seconds=0.05,
     )

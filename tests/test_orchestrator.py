@@ -11,6 +11,7 @@ from bot.config import load_settings
 from bot.db.migrate import connect, upgrade
 from bot.db.models import JobStatus
 from bot.db.store import JobRecord, JobStore
+from bot.finishing import Finisher
 from bot.images import ImageStore
 from bot.orchestrator import Delivery, DeliveryError, Orchestrator, Refusal
 from bot.requests import ImagineRequest
@@ -47,6 +48,9 @@ class RecordingReporter:
     async def find_delivered(self, job: JobRecord) -> str | None:
         return self.already_posted
 
+    async def withheld(self, job: JobRecord, *, held: int, blocked: int, category: str | None) -> None:
+        self.said.append(f"withheld:{held}:{blocked}:{category}")
+
     async def failed(self, job: JobRecord, reason: str) -> None:
         self.said.append(f"failed:{reason}")
 
@@ -81,7 +85,7 @@ async def setup(tmp_path: Path, database_url: str) -> AsyncIterator[Setup]:
         settings=settings,
         store=store,
         queue=queue,
-        images=ImageStore(settings.images_dir),
+        finisher=Finisher(ImageStore(settings.images_dir)),
         gate=PromptGate.from_package(),
         poll_seconds=0.01,
         delivery_retries=2,

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -21,12 +21,21 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"  # images stored, not yet posted
     POSTING = "posting"  # a post was attempted; on restart check before posting again
     POSTED = "posted"
+    HELD = "held"  # every image was held back for a moderator's review
+    WITHHELD = "withheld"  # every image was blocked by the image gate
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
 ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.POSTING)
-FINAL_STATUSES = (JobStatus.REJECTED, JobStatus.POSTED, JobStatus.FAILED, JobStatus.CANCELLED)
+FINAL_STATUSES = (
+    JobStatus.REJECTED,
+    JobStatus.POSTED,
+    JobStatus.HELD,
+    JobStatus.WITHHELD,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+)
 
 
 class JobRow(Base):
@@ -85,6 +94,11 @@ class ImageRow(Base):
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer)
+    gate_action: Mapped[str] = mapped_column(String(16), default="allow", server_default="allow")
+    gate_category: Mapped[str | None] = mapped_column(String(32))
+    gate_layer: Mapped[str | None] = mapped_column(String(64))
+    gate_score: Mapped[float | None] = mapped_column(Float)
+    preview_path: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[JobRow] = relationship(back_populates="images")
 

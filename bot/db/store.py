@@ -40,6 +40,15 @@ class StoredImage:
     path: str
     sha256: str
     size_bytes: int
+    gate_action: str = "allow"  # allow, block or review
+    gate_category: str | None = None
+    gate_layer: str | None = None
+    gate_score: float | None = None
+    preview_path: str | None = None
+
+    @property
+    def postable(self) -> bool:
+        return self.gate_action == "allow"
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,21 @@ def _record(row: JobRow) -> JobRecord:
         message_id=row.message_id,
         created_at=row.created_at,
         images=tuple(
-            StoredImage(i.index, i.seed, i.width, i.height, i.path, i.sha256, i.size_bytes) for i in row.images
+            StoredImage(
+                i.index,
+                i.seed,
+                i.width,
+                i.height,
+                i.path,
+                i.sha256,
+                i.size_bytes,
+                i.gate_action,
+                i.gate_category,
+                i.gate_layer,
+                i.gate_score,
+                i.preview_path,
+            )
+            for i in row.images
         ),
         transitions=tuple((JobStatus(t.status), t.at, t.detail) for t in row.transitions),
     )
@@ -188,6 +211,11 @@ class JobStore:
                         path=image.path,
                         sha256=image.sha256,
                         size_bytes=image.size_bytes,
+                        gate_action=image.gate_action,
+                        gate_category=image.gate_category,
+                        gate_layer=image.gate_layer,
+                        gate_score=image.gate_score,
+                        preview_path=image.preview_path,
                     )
                 )
 

@@ -19,6 +19,12 @@ from engine.limits import Limits
 log = logging.getLogger(__name__)
 
 
+def is_age_restricted(channel: object) -> bool:
+    """Discord's age-restricted ("NSFW") flag; threads inherit their parent's."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
 def imagine_command(client: discord.Client, orchestrator: Orchestrator, limits: Limits) -> app_commands.Command:  # type: ignore[type-arg]
     @app_commands.command(name="imagine", description="Create images from a text prompt")
     @app_commands.describe(
@@ -48,6 +54,7 @@ def imagine_command(client: discord.Client, orchestrator: Orchestrator, limits: 
             seed=seed,
             count=count,
             steps=steps,
+            nsfw_channel=is_age_restricted(interaction.channel),
             delivery=delivery_data(interaction),
         )
         await orchestrator.submit(request, InteractionReporter(client, interaction))

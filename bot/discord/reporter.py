@@ -102,6 +102,9 @@ class InteractionReporter:
     async def still_waiting(self, job: JobRecord) -> None:
         await self._edit(text.still_waiting(job))
 
+    async def withheld(self, job: JobRecord, *, held: int, blocked: int, category: str | None) -> None:
+        await self._edit(text.withheld(job, held=held, blocked=blocked, category=category))
+
     async def failed(self, job: JobRecord, reason: str) -> None:
         await self._edit(text.failed(job, reason))
 

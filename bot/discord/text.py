@@ -67,7 +67,42 @@ def delivered(delivery: Delivery, *, mention: bool) -> str:
     return (
         f"{who}**{quote_prompt(job.prompt)}**{negative}\n"
         f"-# {label} {seeds} · {job.model}{timing} · job `{short_id(job.id)}` · AI-generated"
+        f"{partly_withheld(delivery.held, delivery.blocked)}"
     )
+
+
+def _category_words(category: str | None) -> str:
+    return {
+        "sexual": "sexual content",
+        "sexual/minors": "sexual content involving minors",
+        "violence/graphic": "graphic violence",
+        "self-harm": "self-harm",
+        "hate": "hate",
+        "harassment": "harassment",
+        "illicit": "dangerous or illegal activity",
+    }.get(category or "", "unsafe content")
+
+
+def withheld(job: JobRecord, *, held: int, blocked: int, category: str | None) -> str:
+    what = _category_words(category)
+    if held:
+        return (
+            f"🛡️ The image check flagged your result as possible {what}, so it was held for a moderator to review. "
+            f"You will hear back here.\n-# job `{short_id(job.id)}`"
+        )
+    return (
+        f"🛡️ The image check flagged your result as {what}, so it was not posted. If you think that is a mistake, "
+        f"ask a moderator of this server.\n-# job `{short_id(job.id)}`"
+    )
+
+
+def partly_withheld(held: int, blocked: int) -> str:
+    parts = []
+    if held:
+        parts.append(f"{held} held for a moderator's review")
+    if blocked:
+        parts.append(f"{blocked} not posted")
+    return f"\n-# 🛡️ {' and '.join(parts)} after the image check" if parts else ""
 
 
 def failed(job: JobRecord, reason: str) -> str:
