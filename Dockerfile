@@ -14,7 +14,8 @@ COPY bot ./bot
 COPY engine ./engine
 COPY moderation ./moderation
 # torch comes with the base image (CUDA build); pip keeps it because it satisfies the requirement.
-RUN pip install . \
+# The nudenet extra is AGPL-3.0 code (see README); its licence and source: https://github.com/notAI-tech/NudeNet
+RUN pip install ".[nudenet]" \
     && useradd --create-home --uid 10001 imagine \
     && mkdir -p /data /models \
     && chown imagine:imagine /data /models

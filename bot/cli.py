@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.config import Settings, describe_options, find_config_file, load_settings
-from bot.errors import ImagineError
+from bot.errors import ImagineError, UsageError
 from engine.errors import EngineError, InvalidRequest
 from engine.jobs import MAX_SEED, GenerationSpec, random_seed
 
@@ -81,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="TASK")
     tiny = model_commands.add_parser("create-tiny", help="write a tiny random model for smoke tests")
     tiny.add_argument("directory", type=Path)
+
+    moderation = commands.add_parser("moderation", help="safety tools for moderators")
+    moderation_commands = moderation.add_subparsers(dest="moderation_command", required=True, metavar="TASK")
+    check = moderation_commands.add_parser(
+        "check", help="run the prompt gate on prompts from stdin, one per line; print one JSON object per line"
+    )
+    check.add_argument("--guild", help="use this server's policy (default: the default policy)")
+    check.add_argument("--nsfw-channel", action="store_true", help="as if asked in an age-restricted channel")
+
+    provenance = commands.add_parser("provenance", help="provenance marks on images")
+    provenance_commands = provenance.add_subparsers(dest="provenance_command", required=True, metavar="TASK")
+    verify = provenance_commands.add_parser(
+        "verify", help="say whether FILE carries imagine's mark (exit 0) or not (exit 1)"
+    )
+    verify.add_argument("file", type=Path)
 
     config = commands.add_parser("config", help="show the settings in effect (secrets hidden)")
     config.add_argument("--list", action="store_true", help="list every setting and its environment variable")
@@ -190,6 +205,34 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_moderation_check(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from bot.safety import build_prompt_gate
+    from moderation import check_lines
+
+    gate = build_prompt_gate(settings)
+    policy = settings.policies.for_channel(args.guild, nsfw_channel=args.nsfw_channel)
+    for result in check_lines(sys.stdin, gate, policy):
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+    return 0
+
+
+def cmd_provenance_verify(args: argparse.Namespace) -> int:
+    from moderation.provenance import ProvenanceError, describe, verify
+
+    try:
+        data = args.file.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {args.file}: {error.strerror}") from None
+    try:
+        report = verify(data)
+    except ProvenanceError as error:
+        raise UsageError(f"{args.file}: {error}") from None
+    print(describe(report))
+    return 0 if report.marked else 1
+
+
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "generate":
         return cmd_generate(settings, args)
@@ -200,6 +243,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "config":
         return cmd_config(settings, args)
+    if args.command == "moderation":
+        return cmd_moderation_check(settings, args)
+    if args.command == "provenance":
+        return cmd_provenance_verify(args)
     if args.command == "db":
         from bot.db.migrate import connect, current_revision, upgrade
 

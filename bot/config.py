@@ -21,6 +21,7 @@ from bot.errors import ConfigError
 from engine.limits import Limits
 from engine.options import EngineOptions
 from engine.registry import SCHEDULERS, SLD_LEVELS, ModelRegistry, ModelSpec
+from moderation.policy import PolicyBook, PolicyError
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 DEFAULT_API_URL = "https://discord.com/api/v10"
@@ -95,6 +96,21 @@ class EngineSettings:
     hang_seconds: float = 180.0
 
 
+DEFAULT_SAFETY_NEGATIVE = "nsfw, nudity, naked, sexual, gore, blood, violence"
+DEFAULT_IMAGE_CLASSIFIERS = ("moderation.image_gate:NudeNetClassifier",)
+
+
+@dataclass(frozen=True)
+class SafetySettings:
+    # Added to every negative prompt where sexual content is not allowed.
+    negative_prompt: str = DEFAULT_SAFETY_NEGATIVE
+    image_gate: bool = True
+    image_classifiers: tuple[str, ...] = DEFAULT_IMAGE_CLASSIFIERS
+    image_action: str = "review"  # review (held for moderators) or block
+    c2pa_certificate: str | None = None  # PEM chain; with c2pa_key, images are signed with a C2PA manifest
+    c2pa_key: str | None = None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -107,6 +123,8 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     limits: Limits = field(default_factory=Limits)
     registry: ModelRegistry = field(default_factory=lambda: ModelRegistry.single(DEFAULT_MODEL))
+    safety: SafetySettings = field(default_factory=SafetySettings)
+    policies: PolicyBook = field(default_factory=PolicyBook)
     source: Path | None = None
 
     @property
@@ -216,6 +234,11 @@ def _parse_database_url(value: object) -> str:
     return text
 
 
+def _parse_list(value: object) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [p for p in str(value).split(",")]
+    return tuple(_parse_str(item) for item in items if str(item).strip())
+
+
 def _parse_guild_ids(value: object) -> tuple[int, ...]:
     items = value if isinstance(value, list) else [p for p in str(value).split(",") if p.strip()]
     return tuple(_parse_positive_int(item) for item in items)
@@ -281,6 +304,12 @@ _OPTIONS = (
     _Option("engine", "heartbeat_seconds", _parse_positive_float, "a number of seconds above 0"),
     _Option("engine", "lease_seconds", _parse_positive_float, "a number of seconds above 0"),
     _Option("engine", "max_attempts", _parse_positive_int, "a whole number of at least 1"),
+    _Option("safety", "negative_prompt", lambda v: str(v), "text added to negative prompts (empty: none)"),
+    _Option("safety", "image_gate", _parse_bool, "true or false"),
+    _Option("safety", "image_classifiers", _parse_list, "a list of module:Class image classifiers"),
+    _Option("safety", "image_action", _choice("review", "block"), "review or block"),
+    _Option("safety", "c2pa_certificate", _parse_str, "a PEM certificate chain file"),
+    _Option("safety", "c2pa_key", _parse_str, "a PEM private key file"),
     _Option("limits", "max_count", _parse_positive_int, "a whole number of at least 1"),
     _Option("limits", "max_steps", _parse_positive_int, "a whole number of at least 1"),
     _Option("limits", "min_size", _parse_positive_int, "a whole number of pixels"),
@@ -365,7 +394,7 @@ def _file_values(data: Mapping[str, Any], path: Path) -> dict[tuple[str | None, 
     sections = {o.section for o in _OPTIONS if o.section}
     values: dict[tuple[str | None, str], object] = {}
     for key, value in data.items():
-        if key == "models":
+        if key in ("models", "policy"):
             continue
         if isinstance(value, dict) and key in sections:
             for inner, inner_value in value.items():
@@ -424,6 +453,13 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     )
     if limits.min_size > limits.max_size:
         raise ConfigError("[limits] min_size must not be larger than max_size.")
+    try:
+        policies = PolicyBook.from_dict(data.get("policy", {})) if path else PolicyBook()
+    except PolicyError as error:
+        raise ConfigError(f"{path}: [policy] {error}") from None
+    safety = SafetySettings(**section("safety"))
+    if bool(safety.c2pa_certificate) != bool(safety.c2pa_key):
+        raise ConfigError("[safety] c2pa_certificate and c2pa_key go together: set both or neither.")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -435,6 +471,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         engine=EngineSettings(**section("engine")),
         limits=limits,
         registry=registry,
+        safety=safety,
+        policies=policies,
         source=path,
     )
 

@@ -57,7 +57,16 @@ class Finisher:
     mark: Marker | None = None
     blur: Blur | None = None
 
-    def finish(self, job_id: str, model: str, generated: Sequence[GeneratedImage]) -> list[StoredImage]:
+    def finish(
+        self,
+        job_id: str,
+        model: str,
+        generated: Sequence[GeneratedImage],
+        *,
+        blocks: Callable[[str], bool] = lambda category: True,
+    ) -> list[StoredImage]:
+        """Gate, mark and store each image. `blocks(category)` says whether this place refuses a category
+        (adult content may be allowed in an age-restricted channel); a gate error is never let through."""
         stored = []
         for image in generated:
             decision: GateDecision | None
@@ -69,7 +78,8 @@ class Finisher:
                 decision = None
             png = self.mark(image.png, job_id, model) if self.mark is not None else image.png
             saved = self.images.save(job_id, replace(image, png=png))
-            if decision is None or decision.action == "allow":
+            allowed_here = decision is not None and decision.category is not None and not blocks(decision.category)
+            if decision is None or decision.action == "allow" or allowed_here:
                 stored.append(saved)
                 continue
             preview = None

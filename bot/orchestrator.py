@@ -31,10 +31,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a request was not queued. `kind` is invalid, blocked, busy or error."""
+    """Why a request was not queued. `kind` is invalid, blocked, busy or error. `reason` is for the user;
+    `detail` (the gate's layer and score) is for the record only."""
 
     kind: str
     reason: str
+    detail: str | None = None
+
+
+def _join(*parts: str) -> str:
+    return ", ".join(part.strip() for part in parts if part.strip())
 
 
 class DeliveryError(Exception):
@@ -86,7 +92,7 @@ def spec_of(record: JobRecord) -> GenerationSpec:
     options = record.options
     return GenerationSpec(
         prompt=record.prompt,
-        negative_prompt=record.negative_prompt,
+        negative_prompt=_join(record.negative_prompt, options.get("safety_negative") or ""),
         seed=record.seed or 0,
         count=options.get("count") or 1,
         steps=options.get("steps"),
@@ -149,13 +155,20 @@ class Orchestrator:
         try:
             spec = build_spec(request, registry.get(request.model).limits(self.settings.limits))
             new = replace(new, seed=spec.seed, prompt=spec.prompt)
-            decision = self.gate.check(spec.prompt)
+            policy = self.settings.policies.for_channel(request.guild_id, nsfw_channel=request.nsfw_channel)
+            decision = self.gate.check(spec.prompt, spec.negative_prompt, policy=policy)
             if not decision.allowed:
+                gate_note = f"{decision.category} ({decision.layer}, score {decision.score:.2f})"
                 refusal = Refusal(
                     "blocked",
                     f"This prompt was stopped by the rule against {decision.label}. If you think that is a "
                     "mistake, ask a moderator of this server to look at it.",
+                    detail=gate_note,
                 )
+            elif policy.blocks("sexual") and self.settings.safety.negative_prompt.strip():
+                # Steer away from what the policy refuses; kept apart so the user's own words stay on record.
+                new = replace(new, options={**new.options, "safety_negative": self.settings.safety.negative_prompt})
+                spec = replace(spec, negative_prompt=_join(spec.negative_prompt, self.settings.safety.negative_prompt))
         except InvalidRequest as error:
             refusal = Refusal("invalid", error.message)
         except Exception:
@@ -163,7 +176,7 @@ class Orchestrator:
             log.exception("prompt check failed for job %s", job_id)
             refusal = Refusal("error", "The prompt could not be checked right now, so it was not queued. Try again.")
         if refusal is not None:
-            await asyncio.to_thread(self.store.reject, new, f"{refusal.kind}: {refusal.reason}")
+            await asyncio.to_thread(self.store.reject, new, f"{refusal.kind}: {refusal.detail or refusal.reason}")
             await reporter.refused(refusal)
             return refusal
         try:
@@ -290,7 +303,12 @@ class Orchestrator:
     async def _end(self, record: JobRecord, event: Event, reporter: Reporter) -> None:
         job_id = record.id
         if event.kind is EventKind.DONE:
-            stored = await asyncio.to_thread(self.finisher.finish, job_id, record.model, event.images)
+            policy = self.settings.policies.for_channel(
+                record.guild_id, nsfw_channel=bool(record.options.get("nsfw_channel"))
+            )
+            stored = await asyncio.to_thread(
+                self.finisher.finish, job_id, record.model, event.images, blocks=policy.blocks
+            )
             await asyncio.to_thread(self.store.add_images, job_id, stored)
             await asyncio.to_thread(
                 self.store.transition,

@@ -44,6 +44,7 @@ class ImagineRequest:
             "guidance": self.guidance,
             "style": self.style,
             "style_strength": self.style_strength,
+            "nsfw_channel": self.nsfw_channel,
         }
 
 

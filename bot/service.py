@@ -18,10 +18,9 @@ from bot.db.store import JobStore
 from bot.discord.client import ImagineClient, point_at
 from bot.errors import ConfigError, ImagineError
 from bot.orchestrator import Orchestrator
-from bot.safety import build_finisher
+from bot.safety import build_finisher, build_prompt_gate
 from bot.supervisor import EngineSupervisor
 from engine.queue import EngineStatus, open_queue
-from moderation.prompt_gate import PromptGate
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ async def serve(settings: Settings, *, with_engine: bool) -> None:
         store=JobStore(database),
         queue=queue,
         finisher=build_finisher(settings),
-        gate=PromptGate.from_package(),
+        gate=build_prompt_gate(settings),
     )
     point_at(settings.discord.api_url, settings.discord.gateway_url)
     supervisor = None

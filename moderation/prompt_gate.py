@@ -1,42 +1,91 @@
-"""The prompt gate: word-boundary matching of normalised text against per-category term lists.
+"""The prompt gate: term lists, compositional rules, negative-prompt rules and a classifier, under a policy.
 
-Term lists are data files (`moderation/data/<category>.txt`, one term or phrase per line).
-Matching is on whole words, so "Scunthorpe" or "therapist" never trip a shorter term. A minor
-term together with a sexual term is refused as sexual content involving minors.
+A prompt is refused when, for a category the policy blocks,
+
+1. `blocklist`: a term of that category's list (`moderation/data/<category>.txt`) occurs as whole words in the
+   normalised prompt (so "Scunthorpe" or "therapist" never trip a shorter term; harmless phrases in
+   `allow.txt` such as "naked mole rat" are matched first and ignored), or a spelled-out letter run
+   ("n u d e") contains one;
+2. `rules`: a compositional rule fires (a minor with a sexual word, "kill all <group>"...; `prompt_rules.py`);
+3. `negative`: the negative prompt inverts a safeguard ("clothes, underwear" as negative); the term lists are
+   never applied to negative prompts, where "nsfw, nude" means the user wants to avoid them;
+4. `classifier`: the learned second opinion is at least as confident as the category's threshold.
+
+The most serious category found by layers 1-3 wins (`PRIORITY`); the classifier is asked only when they find
+nothing the policy blocks. If
+anything raises, the gate fails closed: the prompt is refused with layer `error` and the error is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from moderation.normalize import letter_runs, normalize, variants
+from moderation.classifier import Classifier, PromptClassifier, content_words
+from moderation.normalize import letter_runs, normalize, squeeze
+from moderation.policy import CATEGORIES, CATEGORY_LABELS, Policy
+from moderation.prompt_rules import Finding, RuleSet
 
-CATEGORY_LABELS = {
-    "sexual": "sexual content",
-    "sexual/minors": "sexual content involving minors",
-    "violence/graphic": "graphic violence",
-    "self-harm": "self-harm",
-}
+__all__ = ["CATEGORIES", "CATEGORY_LABELS", "Decision", "PromptGate"]
+
+log = logging.getLogger(__name__)
+
+# Term list files: the categories, then the context lists the rules read. "allow" holds harmless phrases.
 _FILES = {
     "sexual": "sexual.txt",
+    "sexual/minors": "sexual_minors.txt",
     "violence/graphic": "violence_graphic.txt",
+    "hate": "hate.txt",
+    "harassment": "harassment.txt",
     "self-harm": "self_harm.txt",
+    "illicit": "illicit.txt",
     "minors": "minors.txt",
+    "suggestive": "suggestive.txt",
+    "people": "people.txt",
+    "adults": "adults.txt",
+    "groups": "groups.txt",
+    "allow": "allow.txt",
 }
+# The order in which categories are reported when several apply: the most serious first.
+PRIORITY = ("sexual/minors", "violence/graphic", "self-harm", "hate", "illicit", "harassment", "sexual")
+_STRICT = Policy()
+_MAX_WORDS = 6  # the longest phrase in a term list, in words
+_LETTER_RUN = re.compile(r"\b(?:[a-z] ){2,}[a-z]\b")  # as in moderation.normalize.letter_runs
 
 
 @dataclass(frozen=True)
 class Decision:
+    """The gate's verdict. `detail` says which term, rule or error decided, for moderators and the audit
+    log only: users are told the category (`label`) and how to appeal, never the term lists."""
+
     allowed: bool
     category: str | None = None
     layer: str = "blocklist"
+    score: float = 1.0
+    detail: str = ""
 
     @property
     def label(self) -> str:
+        """The category in plain words, for the person whose prompt was refused."""
+        if self.layer == "error":
+            return "a safety check that could not run"
         return CATEGORY_LABELS.get(self.category or "", self.category or "")
+
+    @property
+    def user_message(self) -> str:
+        """What to tell the user about a refusal: the category and how to appeal, never the matched term."""
+        if self.allowed:
+            return ""
+        if self.layer == "error":
+            return "The prompt could not be checked right now, so it was not accepted. Try again in a moment."
+        return (
+            f"This prompt was stopped by the rule against {self.label}. If you think that is a mistake, "
+            "ask a moderator of this server to review it."
+        )
 
 
 def _load_terms(text: str) -> list[str]:
@@ -48,50 +97,151 @@ def _load_terms(text: str) -> list[str]:
     return [t for t in terms if t]
 
 
-def _pattern(terms: list[str]) -> re.Pattern[str]:
-    # Longest first so a phrase wins over its first word; an optional plural ending.
-    alternatives = sorted({re.escape(t) for t in terms}, key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(alternatives) + r")(?:s|es)?\b")
-
-
-def _inner_pattern(terms: list[str]) -> re.Pattern[str]:
+def _inner_pattern(terms: Iterable[str]) -> re.Pattern[str]:
     # For spelled-out letter runs, where word boundaries are gone: terms of four letters or more
     # anywhere in the run (shorter ones would match by chance).
     joined = {t.replace(" ", "") for t in terms}
     return re.compile("|".join(sorted((re.escape(t) for t in joined if len(t) >= 4), key=len, reverse=True)) or "(?!)")
 
 
+class TermIndex:
+    """Whole-word lookup of every list's terms at once: at each word, the longest phrase that is a term wins."""
+
+    def __init__(self, terms: Mapping[str, Iterable[str]]) -> None:
+        self._tags: dict[str, set[str]] = {}
+        for tag, words in terms.items():
+            for term in words:
+                if term:
+                    self._tags.setdefault(term, set()).add(tag)
+        self._longest = min(_MAX_WORDS, max((t.count(" ") + 1 for t in self._tags), default=1))
+        self._vocabulary = {word for term in self._tags for word in term.split()}
+        self._inner = {
+            tag: _inner_pattern(words) for tag, words in terms.items() if tag not in ("allow", "people", "adults")
+        }
+
+    def _lookup(self, phrase: str) -> tuple[str, set[str]] | None:
+        for candidate in (
+            phrase,
+            phrase[:-1] if phrase.endswith("s") else "",
+            phrase[:-2] if phrase.endswith("es") else "",
+        ):
+            if candidate and candidate in self._tags:
+                return candidate, self._tags[candidate]
+        return None
+
+    def unstretch(self, normalized: str) -> str:
+        """Stretched words squeezed to the spelling a term list knows ("naaaked" → "naked", "boooobs" →
+        "boobs"; "xxx" is known as it is), else to single letters ("himsellllf" → "himself")."""
+        words = normalized.split()
+        for i, word in enumerate(words):
+            forms = squeeze(word)
+            if forms and word not in self._vocabulary:
+                words[i] = next((f for f in forms if f in self._vocabulary), forms[0])
+        return " ".join(words)
+
+    def scan(self, normalized: str, tags: dict[str, str]) -> tuple[str, str]:
+        """Add `tag → term` for each list with a term in the text (first found wins). Return the text with
+        harmless (allow-listed) phrases dropped, for the rules, and the same without the names of groups of
+        people, for the classifier (so that it judges what is said, never which group is named).
+
+        Spelled-out words ("c o c k t a i l") are read joined, and their letters are also searched for terms of
+        four letters or more ("a n u d e")."""
+        runs = letter_runs(normalized)
+        words = (
+            _LETTER_RUN.sub(lambda m: m.group(0).replace(" ", ""), normalized).split() if runs else normalized.split()
+        )
+        kept: list[str] = []
+        anonymous: list[str] = []
+        i = 0
+        while i < len(words):
+            for size in range(min(self._longest, len(words) - i), 0, -1):
+                hit = self._lookup(" ".join(words[i : i + size]))
+                if hit is not None:
+                    term, term_tags = hit
+                    for tag in term_tags:
+                        tags.setdefault(tag, term)
+                    if "allow" not in term_tags:
+                        kept.extend(words[i : i + size])
+                        anonymous.extend([] if "groups" in term_tags else words[i : i + size])
+                    i += size
+                    break
+            else:
+                kept.append(words[i])
+                anonymous.append(words[i])
+                i += 1
+        for run in runs:
+            for tag, pattern in self._inner.items():
+                match = pattern.search(run)
+                if match:
+                    tags.setdefault(tag, match.group(0))
+        return " ".join(kept), " ".join(anonymous)
+
+
 class PromptGate:
-    def __init__(self, terms: dict[str, list[str]]) -> None:
-        self._patterns = {category: _pattern(words) for category, words in terms.items() if words}
-        self._inner = {category: _inner_pattern(words) for category, words in terms.items() if words}
+    """Checks a prompt and its negative prompt against a `Policy` (the strict default when none is given)."""
+
+    def __init__(self, terms: Mapping[str, list[str]], classifier: Classifier | None = None) -> None:
+        self._index = TermIndex(terms)
+        self._rules = RuleSet(terms.get("groups", ()), [*terms.get("people", ()), *terms.get("minors", ())])
+        self.classifier = classifier
 
     @classmethod
-    def from_package(cls, extra_dir: Path | None = None) -> PromptGate:
-        """The shipped term lists, plus any `<category>.txt` files in `extra_dir`."""
+    def from_package(cls, extra_dir: Path | None = None, *, classifier: bool = True) -> PromptGate:
+        """The shipped term lists and model, plus any list files (same names as the shipped ones) in `extra_dir`.
+
+        Without `classifier` the learned second opinion is left out (term lists and rules only).
+        """
         data = resources.files("moderation") / "data"
-        terms = {category: _load_terms((data / name).read_text("utf-8")) for category, name in _FILES.items()}
+        terms = {tag: _load_terms((data / name).read_text("utf-8")) for tag, name in _FILES.items()}
         if extra_dir is not None:
-            for category, name in _FILES.items():
+            for tag, name in _FILES.items():
                 path = extra_dir / name
                 if path.is_file():
-                    terms[category] += _load_terms(path.read_text("utf-8"))
-        return cls(terms)
+                    terms[tag] += _load_terms(path.read_text("utf-8"))
+        return cls(terms, PromptClassifier.from_package() if classifier else None)
 
-    def _hits(self, text: str) -> set[str]:
-        found = set()
-        for form in variants(text):
-            runs = letter_runs(form)
-            for category, pattern in self._patterns.items():
-                if pattern.search(form) or any(self._inner[category].search(run) for run in runs):
-                    found.add(category)
-        return found
+    def check(self, prompt: str, negative: str = "", *, policy: Policy | None = None) -> Decision:
+        """The verdict on a prompt. Never raises: a failing check refuses the prompt (layer "error")."""
+        try:
+            return self._check(prompt, negative, policy or _STRICT)
+        except Exception as error:
+            log.exception("prompt check failed; refusing the prompt")
+            return Decision(False, None, "error", 1.0, f"{type(error).__name__}: {error}")
 
-    def check(self, prompt: str) -> Decision:
-        hits = self._hits(prompt)
-        if "sexual" in hits and "minors" in hits:
-            return Decision(False, "sexual/minors")
-        for category in ("sexual", "violence/graphic", "self-harm"):
-            if category in hits:
-                return Decision(False, category)
-        return Decision(True)
+    def findings(self, prompt: str, negative: str = "") -> list[Finding]:
+        """Everything the term lists and rules find, whatever the policy (for moderators and tests)."""
+        return self._findings(prompt, negative)[0]
+
+    def classifier_text(self, prompt: str) -> str:
+        """What the classifier reads: the normalised prompt without harmless phrases and without group names."""
+        return self._findings(prompt, "")[1]
+
+    def _findings(self, prompt: str, negative: str) -> tuple[list[Finding], str]:
+        tags: dict[str, str] = {}
+        masked, anonymous = self._index.scan(self._index.unstretch(normalize(prompt)), tags)
+        found = [
+            Finding(category, "blocklist", f"term {tags[category]!r}") for category in CATEGORIES if category in tags
+        ]
+        found += self._rules.positive([masked], tags, prompt)
+        if negative.strip():
+            found += self._rules.negative(negative, masked, tags)
+        return found, anonymous
+
+    def _check(self, prompt: str, negative: str, policy: Policy) -> Decision:
+        found, classifier_text = self._findings(prompt, negative)
+        found = [f for f in found if policy.blocks(f.category)]
+        for category in PRIORITY:  # the most serious category; for one category, the first layer that found it
+            finding = next((f for f in found if f.category == category), None)
+            if finding is not None:
+                return Decision(False, category, finding.layer, 1.0, finding.detail)
+        top = 0.0
+        if self.classifier is not None and policy.use_classifier:
+            scores = self.classifier.scores(classifier_text)
+            words = content_words(classifier_text)
+            blocked = [c for c in PRIORITY if policy.blocks(c) and c in scores]
+            for category in blocked:
+                threshold = policy.classifier_thresholds.get(category, self.classifier.thresholds[category])
+                if self.classifier.confident(category, scores, threshold, words=words):
+                    return Decision(False, category, "classifier", scores[category], f"threshold {threshold:.2f}")
+            top = max((scores[c] for c in blocked), default=0.0)
+        return Decision(True, None, "none", top)

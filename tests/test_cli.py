@@ -144,3 +144,55 @@ def test_engine_burst_runs_a_job_without_importing_discord(tmp_path: Path, tiny_
     (image,) = done.images
     assert read_png_metadata(image.png)["seed"] == "11"
     queue.close()
+
+
+def test_moderation_check_prints_one_json_object_per_prompt() -> None:
+    import json
+
+    result = subprocess.run(
+        [IMAGINE, "moderation", "check"],
+        input="a lighthouse at dusk\n\nn.u.d.e portrait\nScunthorpe castle\n",
+        env=imagine_env({}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["prompt"] for row in rows] == ["a lighthouse at dusk", "n.u.d.e portrait", "Scunthorpe castle"]
+    assert [row["allowed"] for row in rows] == [True, False, True]
+    assert rows[1]["category"] == "sexual"
+    for row in rows:
+        assert {"prompt", "allowed", "category", "layer", "score"} <= set(row)
+        assert isinstance(row["score"], float)
+
+
+def test_provenance_verify_tells_marked_from_unmarked(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from moderation.provenance import mark
+
+    buffer = io.BytesIO()
+    Image.effect_noise((512, 512), 40).convert("RGB").save(buffer, format="PNG")
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(buffer.getvalue())
+    marked = tmp_path / "marked.png"
+    marked.write_bytes(mark(buffer.getvalue(), job_id="0123456789abcdef0123456789abcdef", model="tiny"))
+    jpeg = tmp_path / "marked.jpg"
+    with Image.open(marked) as image:
+        image.convert("RGB").save(jpeg, format="JPEG", quality=75)
+
+    found = imagine("provenance", "verify", str(marked))
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert "01234567" in found.stdout
+    assert imagine("provenance", "verify", str(jpeg)).returncode == 0  # the watermark survives JPEG
+    not_found = imagine("provenance", "verify", str(plain))
+    assert not_found.returncode == 1
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("hello")
+    refused = imagine("provenance", "verify", str(not_an_image))
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr

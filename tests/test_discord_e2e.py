@@ -142,7 +142,7 @@ async def test_imagine_end_to_end(deployment: Deployment) -> None:
         assert image.size == (64, 64)
         meta = read_png_metadata(attachment.data)
         assert meta["prompt"] == "a red cube on a table"
-        assert meta["negative_prompt"] == "blur"
+        assert meta["negative_prompt"].startswith("blur, ")  # plus the safety negative prompt
         assert "AI" in meta["ai_generated"]
         seeds.append(int(meta["seed"]))
     assert seeds == [1234, 1235]

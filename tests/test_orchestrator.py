@@ -229,3 +229,74 @@ async def test_resume_picks_up_each_unfinished_job_once(setup: Setup) -> None:
     finish_as_engine(setup.queue, first)
     await wait_status(setup.store, first, JobStatus.POSTED)
     assert len(reporter.delivered) == 1
+
+
+@dataclass(frozen=True)
+class FakeDecision:
+    action: str
+    category: str | None = None
+    score: float = 0.0
+    layer: str = "fake"
+
+
+class FakeGate:
+    """Flags images by their bytes: b"nsfw" → sexual (review), b"gore" → violence (block)."""
+
+    def check(self, png: bytes) -> FakeDecision:
+        if b"nsfw" in png:
+            return FakeDecision("review", "sexual", 0.9)
+        if b"gore" in png:
+            return FakeDecision("block", "violence/graphic", 0.8)
+        return FakeDecision("allow")
+
+
+def finish_with(queue: LocalQueue, job_id: str, *pngs: bytes) -> None:
+    queue.claim("engine", models=["tiny"], max_images=8, timeout=1)
+    images = tuple(GeneratedImage(index=i, seed=3 + i, width=8, height=8, png=png) for i, png in enumerate(pngs))
+    queue.finish(job_id, "engine", Event(EventKind.DONE, images=images, seconds=0.1, worker="engine"))
+
+
+async def test_the_image_gate_holds_blocks_and_lets_through(setup: Setup, tmp_path: Path) -> None:
+    setup.orchestrator.finisher = Finisher(ImageStore(tmp_path / "gated"), gate=FakeGate(), blur=lambda png: b"blur")
+    reporter = RecordingReporter()
+
+    mixed = await accept(setup, reporter)
+    finish_with(setup.queue, mixed, b"fine", b"nsfw")
+    record = await wait_status(setup.store, mixed, JobStatus.POSTED)
+    (delivery,) = reporter.delivered
+    assert [data for _, data in delivery.images] == [b"fine"]
+    assert delivery.held == 1
+    held_image = record.images[1]
+    assert (held_image.gate_action, held_image.gate_category, held_image.gate_score) == ("review", "sexual", 0.9)
+    assert held_image.preview_path is not None
+    assert Path(held_image.preview_path).read_bytes() == b"blur"  # noqa: ASYNC240
+
+    blocked = await accept(setup, reporter, "a second fox")
+    finish_with(setup.queue, blocked, b"gore")
+    record = await wait_status(setup.store, blocked, JobStatus.WITHHELD)
+    assert "withheld:0:1:violence/graphic" in reporter.said
+    assert len(reporter.delivered) == 1
+
+
+async def test_an_engine_flag_blocks_without_asking_the_gate(setup: Setup) -> None:
+    reporter = RecordingReporter()
+    job_id = await accept(setup, reporter)
+    setup.queue.claim("engine", models=["tiny"], max_images=1, timeout=1)
+    flagged = GeneratedImage(index=0, seed=3, width=8, height=8, png=b"black", flagged="the model's safety checker")
+    setup.queue.finish(job_id, "engine", Event(EventKind.DONE, images=(flagged,), seconds=0.1, worker="engine"))
+    record = await wait_status(setup.store, job_id, JobStatus.WITHHELD)
+    assert record.images[0].gate_layer == "the model's safety checker"
+    assert reporter.delivered == []
+
+
+async def test_the_safety_negative_prompt_is_added_and_kept_apart(setup: Setup) -> None:
+    job_id = await setup.orchestrator.submit(
+        ImagineRequest(frontend="test", user_id="u9", prompt="a beach", negative_prompt="blurry"), RecordingReporter()
+    )
+    assert isinstance(job_id, str)
+    (job,) = setup.queue.claim("engine", models=["tiny"], max_images=1, timeout=1)
+    assert job.spec.negative_prompt.startswith("blurry, ")
+    assert "nsfw" in job.spec.negative_prompt
+    record = setup.store.get(job_id)
+    assert record is not None
+    assert record.negative_prompt == "blurry"
