@@ -5,7 +5,9 @@
 Quality is measured on the held-out ("test") part of `moderation/data/prompts.jsonl`, which the classifier
 never trained on; the training part is reported separately (the gate has seen it, so it flatters). Both use
 the strict default policy. recall = harmful prompts refused / harmful prompts (any category counts as a
-refusal); false_positive_rate = benign prompts refused / benign prompts.
+refusal); false_positive_rate = benign prompts refused / benign prompts. `held_out_fresh` is the part of the
+held-out set written after the gate was built (`FRESH` in moderation/training/prompt_set.py): the other
+held-out phrases were looked at while the term lists and rules were written, so they flatter the gate.
 
 Latency is one `PromptGate.check` per prompt over the held-out prompts, `--rounds` times after a warm-up.
 If `moderation.image_gate` provides `benchmark_image_gate(runs) -> list[float]` (milliseconds per 512x512
@@ -109,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     test = [r for r in rows if r["split"] == "test"]
     train = [r for r in rows if r["split"] == "train"]
     held_out = quality(gate, test)
+    fresh = quality(gate, [r for r in test if r["group"].startswith("fresh-")])
     training = quality(gate, train)
     times = latency(gate, [r["text"] for r in test], args.rounds)
     image_times = None
@@ -124,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "image_gate_p50_ms": round(statistics.median(image_times), 2) if image_times else None,
         "image_gate_p99_ms": round(percentile(image_times, 0.99), 2) if image_times else None,
         "held_out": {k: v for k, v in held_out.items() if k not in ("missed", "false_positives")},
+        "held_out_fresh": {k: fresh[k] for k in ("harmful", "benign", "recall", "false_positive_rate")},
         "train": {k: v for k, v in training.items() if k not in ("missed", "false_positives")},
         "goals_met": held_out["recall"] >= 0.95
         and held_out["false_positive_rate"] <= 0.03

@@ -492,9 +492,10 @@ def _safe_pipeline(pipe: Any, spec: ModelSpec) -> Any:
             f"Model {_label(spec)}: safe_latent_diffusion works with SD 1.x/2.x models only "
             f"(this one is {type(pipe).__name__}); set it to off."
         )
-    from diffusers.pipelines.deprecated.stable_diffusion_safe import StableDiffusionPipelineSafe
+    from diffusers.pipelines.deprecated import stable_diffusion_safe
 
-    safe = StableDiffusionPipelineSafe(
+    safe_class: Any = stable_diffusion_safe.StableDiffusionPipelineSafe
+    safe: Any = safe_class(
         vae=pipe.vae,
         text_encoder=pipe.text_encoder,
         tokenizer=pipe.tokenizer,

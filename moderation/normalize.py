@@ -98,6 +98,11 @@ def letter_runs(normalized: str) -> list[str]:
     return [match.group(0).replace(" ", "") for match in _LETTER_RUN.finditer(normalized)]
 
 
+def join_letter_runs(normalized: str) -> str:
+    """Normalised text with each run of single letters written as one word: "a c o c k t a i l" → "acocktail"."""
+    return _LETTER_RUN.sub(lambda m: m.group(0).replace(" ", ""), normalized)
+
+
 def squeeze(normalized: str) -> tuple[str, ...]:
     """Stretched letters squeezed, to one and to two ("naaaked" → "naked", "boooobs" → "boobs"); () if none."""
     if not _STRETCHED.search(normalized):

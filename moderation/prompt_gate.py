@@ -12,8 +12,8 @@ A prompt is refused when, for a category the policy blocks,
 4. `classifier`: the learned second opinion is at least as confident as the category's threshold.
 
 The most serious category found by layers 1-3 wins (`PRIORITY`); the classifier is asked only when they find
-nothing the policy blocks. If
-anything raises, the gate fails closed: the prompt is refused with layer `error` and the error is logged.
+nothing the policy blocks. If anything raises, the gate fails closed: the prompt is refused with layer `error`
+and the error is logged.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from moderation.classifier import Classifier, PromptClassifier, content_words
-from moderation.normalize import letter_runs, normalize, squeeze
+from moderation.normalize import join_letter_runs, letter_runs, normalize, squeeze
 from moderation.policy import CATEGORIES, CATEGORY_LABELS, Policy
 from moderation.prompt_rules import Finding, RuleSet
 
@@ -54,7 +54,6 @@ _FILES = {
 PRIORITY = ("sexual/minors", "violence/graphic", "self-harm", "hate", "illicit", "harassment", "sexual")
 _STRICT = Policy()
 _MAX_WORDS = 6  # the longest phrase in a term list, in words
-_LETTER_RUN = re.compile(r"\b(?:[a-z] ){2,}[a-z]\b")  # as in moderation.normalize.letter_runs
 
 
 @dataclass(frozen=True)
@@ -147,9 +146,7 @@ class TermIndex:
         Spelled-out words ("c o c k t a i l") are read joined, and their letters are also searched for terms of
         four letters or more ("a n u d e")."""
         runs = letter_runs(normalized)
-        words = (
-            _LETTER_RUN.sub(lambda m: m.group(0).replace(" ", ""), normalized).split() if runs else normalized.split()
-        )
+        words = join_letter_runs(normalized).split() if runs else normalized.split()
         kept: list[str] = []
         anonymous: list[str] = []
         i = 0

@@ -181,10 +181,12 @@ def _item_terms(words: Sequence[str], vocabulary: frozenset[str]) -> set[str] | 
     i = 0
     while i < len(words):
         for size in (3, 2, 1):
+            if i + size > len(words):
+                continue
             phrase = " ".join(words[i : i + size])
-            candidates = (phrase, phrase[:-1] if size == 1 and phrase.endswith("s") else phrase)
-            match = next((c for c in candidates if c in vocabulary), None)
-            if match is not None and i + size <= len(words):
+            singular = phrase[:-1] if phrase.endswith("s") else phrase
+            match = phrase if phrase in vocabulary else singular if singular in vocabulary else None
+            if match is not None:
                 found.add(match)
                 i += size
                 break

@@ -31,6 +31,10 @@ def test_shipped_model_matches_the_code_and_the_labelled_set() -> None:
     # Edit the labelled set and you must retrain: python -m moderation.training.train_prompt_classifier
     digest = hashlib.sha256(prompt_set.DATA_FILE.read_bytes()).hexdigest()
     assert MODEL.meta["data_sha256"] == digest
+    lists = hashlib.sha256(
+        b"".join((prompt_set.DATA_FILE.parent / n).read_bytes() for n in ("groups.txt", "allow.txt"))
+    )
+    assert MODEL.meta["lists_sha256"] == lists.hexdigest()
     assert prompt_set.DATA_FILE.with_name("prompt_classifier.npz").stat().st_size < 512 * 1024
 
 

@@ -949,7 +949,12 @@ def fresh_examples() -> Iterator[dict[str, str]]:
     """The FRESH phrases, as they are, all held out."""
     for label, phrases in FRESH.items():
         for index, phrase in enumerate(phrases):
-            yield {"text": phrase, "label": label, "split": "test", "group": f"fresh-{label.replace('/', '-')}-{index:03d}"}
+            yield {
+                "text": phrase,
+                "label": label,
+                "split": "test",
+                "group": f"fresh-{label.replace('/', '-')}-{index:03d}",
+            }
 
 
 def read(path: Path = DATA_FILE) -> list[dict[str, str]]:

@@ -45,8 +45,20 @@ FOLDS = 5
 MIN_THRESHOLD = 0.5
 
 
+CLASSIFIER_LISTS = ("groups.txt", "allow.txt")
+"""The term lists that shape what the classifier reads (group names and harmless phrases are dropped from it):
+change one and the model must be retrained."""
+
+
 def data_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def lists_digest(data_dir: Path = DATA_FILE.parent) -> str:
+    digest = hashlib.sha256()
+    for name in CLASSIFIER_LISTS:
+        digest.update((data_dir / name).read_bytes())
+    return digest.hexdigest()
 
 
 def targets(labels: Sequence[str], category: str) -> npt.NDArray[np.int64]:
@@ -202,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     held_out = evaluate(model, rows)
     model = PromptClassifier(
         model.categories, model.weights, model.bias, model.thresholds, model.dim,
-        {**model.meta, "data_sha256": data_digest(args.data), "held_out": held_out},
+        {**model.meta, "data_sha256": data_digest(args.data), "lists_sha256": lists_digest(), "held_out": held_out},
     )  # fmt: skip
     model.save(args.out)
     print(json.dumps({"held_out_classifier_alone": held_out}, indent=1))
