@@ -274,6 +274,7 @@ async def test_the_image_gate_holds_blocks_and_lets_through(setup: Setup, tmp_pa
     blocked = await accept(setup, reporter, "a second fox")
     finish_with(setup.queue, blocked, b"gore")
     record = await wait_status(setup.store, blocked, JobStatus.WITHHELD)
+    await setup.orchestrator.wait_idle()  # the user is told just after the status is recorded
     assert "withheld:0:1:violence/graphic" in reporter.said
     assert len(reporter.delivered) == 1
 
