@@ -172,10 +172,14 @@ def _parse_positive_int(value: object) -> int:
     return number
 
 
-def _parse_positive_float(value: object) -> float:
+def _parse_float(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError
-    number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+    return float(value) if isinstance(value, int | float) else float(str(value).strip())
+
+
+def _parse_positive_float(value: object) -> float:
+    number = _parse_float(value)
     if not number > 0:
         raise ValueError
     return number
@@ -304,7 +308,7 @@ _OPTIONS = (
     _Option("engine", "heartbeat_seconds", _parse_positive_float, "a number of seconds above 0"),
     _Option("engine", "lease_seconds", _parse_positive_float, "a number of seconds above 0"),
     _Option("engine", "max_attempts", _parse_positive_int, "a whole number of at least 1"),
-    _Option("safety", "negative_prompt", lambda v: str(v), "text added to negative prompts (empty: none)"),
+    _Option("safety", "negative_prompt", str, "text added to negative prompts (empty: none)"),
     _Option("safety", "image_gate", _parse_bool, "true or false"),
     _Option("safety", "image_classifiers", _parse_list, "a list of module:Class image classifiers"),
     _Option("safety", "image_action", _choice("review", "block"), "review or block"),
@@ -332,10 +336,17 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
 
 
+def _parse_guidance(value: object) -> float:
+    number = _parse_float(value)
+    if not 0 <= number <= 30:
+        raise ValueError
+    return number
+
+
 _MODEL_KEYS: dict[str, Callable[[object], Any]] = {
     "source": _parse_str,
     "default_steps": _parse_positive_int,
-    "default_guidance": lambda v: _parse_guidance(v),
+    "default_guidance": _parse_guidance,
     "width": _parse_positive_int,
     "height": _parse_positive_int,
     "scheduler": _choice(*SCHEDULERS),
@@ -344,15 +355,6 @@ _MODEL_KEYS: dict[str, Callable[[object], Any]] = {
     "config": _parse_str,
     "safe_latent_diffusion": _choice(*SLD_LEVELS),
 }
-
-
-def _parse_guidance(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError
-    number = float(value) if isinstance(value, int | float) else float(str(value).strip())
-    if not 0 <= number <= 30:
-        raise ValueError
-    return number
 
 
 def _models(data: Mapping[str, Any], path: Path) -> list[ModelSpec]:

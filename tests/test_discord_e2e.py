@@ -70,13 +70,7 @@ class Deployment:
 
 
 def _all_jobs(store: JobStore) -> list[JobRecord]:
-    from sqlalchemy import select
-
-    from bot.db.models import JobRow
-
-    with store._sessions() as session:
-        ids = list(session.scalars(select(JobRow.id).order_by(JobRow.created_at)))
-    return [r for r in (store.get(i) for i in ids) if r is not None]
+    return store.all_jobs()
 
 
 @pytest.fixture

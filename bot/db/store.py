@@ -150,24 +150,19 @@ class JobStore:
         with self._sessions.begin() as session:
             self._insert(session, job, JobStatus.REJECTED, reason)
 
+    @staticmethod
+    def _active(session: Session, user_id: str) -> int:
+        query = select(func.count()).where(JobRow.user_id == user_id, JobRow.status.in_(ACTIVE_STATUSES))
+        return session.scalar(query) or 0
+
     def active_count(self, user_id: str) -> int:
         with self._sessions() as session:
-            return (
-                session.scalar(
-                    select(func.count()).where(JobRow.user_id == user_id, JobRow.status.in_(ACTIVE_STATUSES))
-                )
-                or 0
-            )
+            return self._active(session, user_id)
 
     def accept(self, job: NewJob, *, max_active: int) -> None:
         """Record the job as queued, or as rejected (raising `OverJobCap`) if the user is at `max_active`."""
         with self._sessions.begin() as session:
-            active = (
-                session.scalar(
-                    select(func.count()).where(JobRow.user_id == job.user_id, JobRow.status.in_(ACTIVE_STATUSES))
-                )
-                or 0
-            )
+            active = self._active(session, job.user_id)
             over = active >= max_active
             if over:
                 self._insert(session, job, JobStatus.REJECTED, f"busy: over the limit of {max_active} jobs at once")
@@ -223,6 +218,11 @@ class JobStore:
         with self._sessions() as session:
             row = session.get(JobRow, job_id)
             return _record(row) if row else None
+
+    def all_jobs(self) -> list[JobRecord]:
+        """Every job, oldest first."""
+        with self._sessions() as session:
+            return [_record(row) for row in session.scalars(select(JobRow).order_by(JobRow.created_at))]
 
     def unfinished(self) -> list[JobRecord]:
         """Jobs accepted but not yet ended, oldest first: what a restarted bot must pick up."""
