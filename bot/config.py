@@ -60,6 +60,10 @@ class DiscordSettings:
     gateway_url: str = DEFAULT_GATEWAY_URL
     # Commands synced to these guilds appear at once; global commands can take a while to show.
     guild_ids: tuple[int, ...] = ()
+    # Members with one of these roles, or with Discord's Manage Messages permission, are moderators.
+    moderator_role_ids: tuple[int, ...] = ()
+    # Where reported images go for moderators to look at; unset: reports are only recorded.
+    review_channel_id: int | None = None
 
     def require_token(self) -> Secret:
         if self.token is None or not self.token.reveal().strip():
@@ -75,6 +79,7 @@ class BotSettings:
     max_jobs_per_user: int = 2
     progress_interval_seconds: float = 1.0
     watchdog_seconds: float = 60.0
+    allow_direct_messages: bool = False
 
 
 @dataclass(frozen=True)
@@ -243,7 +248,7 @@ def _parse_list(value: object) -> tuple[str, ...]:
     return tuple(_parse_str(item) for item in items if str(item).strip())
 
 
-def _parse_guild_ids(value: object) -> tuple[int, ...]:
+def _parse_ids(value: object) -> tuple[int, ...]:
     items = value if isinstance(value, list) else [p for p in str(value).split(",") if p.strip()]
     return tuple(_parse_positive_int(item) for item in items)
 
@@ -288,7 +293,10 @@ _OPTIONS = (
     _Option("discord", "token", _parse_str, "the bot token from the Discord developer portal"),
     _Option("discord", "api_url", _parse_url(("http", "https")), "an http(s) URL such as " + DEFAULT_API_URL),
     _Option("discord", "gateway_url", _parse_url(("ws", "wss")), "a ws(s) URL such as " + DEFAULT_GATEWAY_URL),
-    _Option("discord", "guild_ids", _parse_guild_ids, "a comma-separated list of server ids"),
+    _Option("discord", "guild_ids", _parse_ids, "a comma-separated list of server ids"),
+    _Option("discord", "moderator_role_ids", _parse_ids, "a comma-separated list of role ids"),
+    _Option("discord", "review_channel_id", _parse_positive_int, "a channel id"),
+    _Option("bot", "allow_direct_messages", _parse_bool, "true or false"),
     _Option("bot", "max_jobs_per_user", _parse_positive_int, "a whole number of at least 1"),
     _Option("bot", "progress_interval_seconds", _parse_positive_float, "a number of seconds above 0"),
     _Option("bot", "watchdog_seconds", _parse_positive_float, "a number of seconds above 0"),

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.config import Settings
 from bot.db.models import JobStatus
 from bot.db.store import JobRecord, JobStore, NewJob, OverJobCap, StoredImage
 from bot.finishing import Finisher
-from bot.requests import ImagineRequest, build_spec
+from bot.requests import UPSCALE_STRENGTH, VARIATION_STRENGTH, ImagineRequest, build_spec, resolve
 from engine.errors import InvalidRequest
 from engine.jobs import Event, EventKind, GenerationSpec, Job, new_job_id
 from engine.queue.base import JobQueue, QueuePosition
@@ -41,6 +41,12 @@ class Refusal:
 
 def _join(*parts: str) -> str:
     return ", ".join(part.strip() for part in parts if part.strip())
+
+
+class _Refused(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
 
 
 class DeliveryError(Exception):
@@ -88,7 +94,7 @@ class Reporter(Protocol):
     async def cancelled(self, job: JobRecord) -> None: ...
 
 
-def spec_of(record: JobRecord) -> GenerationSpec:
+def spec_of(record: JobRecord, init_image: bytes | None = None) -> GenerationSpec:
     options = record.options
     return GenerationSpec(
         prompt=record.prompt,
@@ -101,6 +107,8 @@ def spec_of(record: JobRecord) -> GenerationSpec:
         guidance_scale=options.get("guidance"),
         style=options.get("style"),
         style_strength=options.get("style_strength"),
+        init_image=init_image,
+        strength=options.get("strength") if init_image is not None else None,
     )
 
 
@@ -136,24 +144,22 @@ class Orchestrator:
     async def submit(self, request: ImagineRequest, reporter: Reporter) -> str | Refusal:
         """Check, record and queue a request. Returns the job id, or the refusal the user was told."""
         job_id = new_job_id()
-        registry = self.settings.registry
-        model = request.model if request.model in registry.names() else registry.default
-        new = NewJob(
-            id=job_id,
-            frontend=request.frontend,
-            user_id=request.user_id,
-            guild_id=request.guild_id,
-            channel_id=request.channel_id,
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or "",
-            options=request.options(),
-            seed=request.seed,
-            model=model,
-            delivery=request.delivery,
-        )
         refusal: Refusal | None = None
         try:
-            spec = build_spec(request, registry.get(request.model).limits(self.settings.limits))
+            self._check_place(request)
+            defaults = {}
+            if request.kind == "imagine":
+                defaults = await asyncio.to_thread(self.store.user_settings, request.frontend, request.user_id)
+            request = resolve(request, defaults, self.settings.registry)
+            if request.parent_id is not None and request.init_image is None and request.kind != "reroll":
+                request = replace(request, init_image=await self._source_image(request.parent_id, request.parent_index))
+        except InvalidRequest as error:
+            refusal = Refusal("invalid", error.message)
+        new = self._new_job(job_id, request)
+        try:
+            if refusal is not None:
+                raise _Refused(refusal)
+            spec = build_spec(request, self.settings.registry.get(request.model).limits(self.settings.limits))
             new = replace(new, seed=spec.seed, prompt=spec.prompt)
             policy = self.settings.policies.for_channel(request.guild_id, nsfw_channel=request.nsfw_channel)
             decision = self.gate.check(spec.prompt, spec.negative_prompt, policy=policy)
@@ -169,6 +175,8 @@ class Orchestrator:
                 # Steer away from what the policy refuses; kept apart so the user's own words stay on record.
                 new = replace(new, options={**new.options, "safety_negative": self.settings.safety.negative_prompt})
                 spec = replace(spec, negative_prompt=_join(spec.negative_prompt, self.settings.safety.negative_prompt))
+        except _Refused as refused:
+            refusal = refused.refusal
         except InvalidRequest as error:
             refusal = Refusal("invalid", error.message)
         except Exception:
@@ -189,9 +197,125 @@ class Orchestrator:
             )
             await reporter.refused(refusal)
             return refusal
-        await asyncio.to_thread(self.queue.submit, Job(id=job_id, model=model, spec=spec))
+        await asyncio.to_thread(self.queue.submit, Job(id=job_id, model=new.model, spec=spec))
         self.follow_in_background(job_id, reporter)
         return job_id
+
+    def _new_job(self, job_id: str, request: ImagineRequest) -> NewJob:
+        registry = self.settings.registry
+        return NewJob(
+            id=job_id,
+            frontend=request.frontend,
+            user_id=request.user_id,
+            guild_id=request.guild_id,
+            channel_id=request.channel_id,
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or "",
+            options=request.options(),
+            seed=request.seed,
+            model=request.model if request.model in registry.names() else registry.default,
+            delivery=request.delivery,
+            kind=request.kind,
+            parent_id=request.parent_id,
+            parent_index=request.parent_index,
+        )
+
+    def _check_place(self, request: ImagineRequest) -> None:
+        """Requests are taken only where the guild's policy allows, and in direct messages only if enabled."""
+        if request.guild_id is None:
+            if request.channel_id is not None and not self.settings.bot.allow_direct_messages:
+                raise InvalidRequest(
+                    "channel", "Images are not made in direct messages here. Use the bot in a server channel."
+                )
+            return
+        policy = self.settings.policies.for_guild(request.guild_id)
+        if not policy.allows_channel(request.channel_id):
+            where = ", ".join(f"<#{channel}>" for channel in sorted(policy.channels))
+            raise InvalidRequest("channel", f"Images are not made in this channel. Use {where}.")
+
+    async def _source_image(self, parent_id: str, index: int | None) -> bytes:
+        """The stored file of image `index` of job `parent_id`, if it was posted (never a withheld one)."""
+        parent = await asyncio.to_thread(self.store.get, parent_id)
+        image = next((i for i in parent.images if i.index == (index or 0)), None) if parent else None
+        if image is None or not image.postable:
+            raise InvalidRequest("image", "That image is no longer available, so it cannot be varied or upscaled.")
+        try:
+            return await asyncio.to_thread(Path(image.path).read_bytes)
+        except OSError:
+            raise InvalidRequest(
+                "image", "That image's file has been removed, so it cannot be varied or upscaled."
+            ) from None
+
+    async def derive(
+        self,
+        parent: JobRecord,
+        kind: str,
+        index: int,
+        *,
+        user_id: str,
+        channel_id: str | None,
+        nsfw_channel: bool,
+        delivery: dict[str, Any],
+        reporter: Reporter,
+    ) -> str | Refusal:
+        """A re-roll (new seed, same settings), variation (image-to-image from image `index`) or upscale (2x
+        of image `index`) of `parent`, asked by `user_id`; checked and queued like any request."""
+        options = parent.options
+        width, height, strength, count = options.get("width"), options.get("height"), None, options.get("count")
+        seed: int | None = None
+        if kind in ("variation", "upscale"):
+            image = next((i for i in parent.images if i.index == index), None)
+            if image is None:
+                await reporter.refused(Refusal("invalid", f"Job {parent.id[:8]} has no image {index + 1}."))
+                return Refusal("invalid", "no such image")
+            count, width, height = 1, image.width, image.height
+            strength = VARIATION_STRENGTH
+            if kind == "upscale":
+                width, height, strength, seed = image.width * 2, image.height * 2, UPSCALE_STRENGTH, image.seed
+        request = ImagineRequest(
+            frontend=parent.frontend,
+            user_id=user_id,
+            guild_id=parent.guild_id,
+            channel_id=channel_id,
+            prompt=parent.prompt,
+            negative_prompt=parent.negative_prompt or None,
+            seed=seed,
+            count=count,
+            steps=options.get("steps"),
+            width=width,
+            height=height,
+            guidance=options.get("guidance"),
+            model=parent.model,
+            style=options.get("style"),
+            style_strength=options.get("style_strength"),
+            aspect=None if width is not None else options.get("aspect"),
+            private=bool(options.get("private")),
+            kind=kind,
+            parent_id=parent.id,
+            parent_index=index if kind != "reroll" else None,
+            strength=strength,
+            nsfw_channel=nsfw_channel,
+            delivery=delivery,
+        )
+        return await self.submit(request, reporter)
+
+    async def cancel(self, job: JobRecord, actor_id: str, *, moderator: bool, guild_id: str | None) -> str:
+        """Cancel `job` for `actor_id` (its owner, or a moderator). Returns "cancelled", "refused" (not theirs)
+        or "ended" (too late). Every attempt is recorded."""
+        allowed = moderator or actor_id == job.user_id
+        outcome = "refused"
+        if allowed:
+            outcome = "cancelled" if await asyncio.to_thread(self.queue.cancel, job.id) else "ended"
+        await asyncio.to_thread(
+            self.store.record_action,
+            actor_id,
+            "cancel",
+            allowed=allowed,
+            job_id=job.id,
+            guild_id=guild_id,
+            detail=outcome if actor_id == job.user_id else f"{outcome} (job of {job.user_id})",
+        )
+        return outcome
 
     def follow_in_background(self, job_id: str, reporter: Reporter) -> bool:
         """Follow `job_id` in a task of its own, unless this process already does. Returns True if started."""
@@ -247,7 +371,16 @@ class Orchestrator:
         if record.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
             return
         # Idempotent: after a crash between recording and queueing, this is what queues it.
-        await asyncio.to_thread(self.queue.submit, Job(id=record.id, model=record.model, spec=spec_of(record)))
+        source = None
+        if record.parent_id is not None and record.kind != "reroll":
+            try:
+                source = await self._source_image(record.parent_id, record.parent_index)
+            except InvalidRequest as error:
+                if await asyncio.to_thread(self.store.transition, job_id, JobStatus.FAILED, detail=error.message):
+                    await reporter.failed(record, error.message)
+                return
+        spec = spec_of(record, source)
+        await asyncio.to_thread(self.queue.submit, Job(id=record.id, model=record.model, spec=spec))
         position = await asyncio.to_thread(self.queue.position, job_id)
         await reporter.queued(record, position, await self._eta(record, position))
 

@@ -81,6 +81,8 @@ class Policy:
     nsfw_channel: bool = False
     use_classifier: bool = True
     classifier_thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    # The channels (by id) where requests are taken; empty means every channel.
+    channels: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         blocked = _check_categories(self.blocked, "blocked") | ALWAYS_BLOCKED
@@ -104,6 +106,9 @@ class Policy:
 
     def blocks(self, category: str) -> bool:
         return category in self.blocked
+
+    def allows_channel(self, channel_id: str | int | None) -> bool:
+        return not self.channels or (channel_id is not None and str(channel_id) in self.channels)
 
     def effective(self, nsfw_channel: bool) -> Policy:
         """This guild's policy in a channel that is (or is not) marked age-restricted."""
@@ -129,6 +134,11 @@ class Policy:
                 if not isinstance(data[flag], bool):
                     raise PolicyError(f"{where}.{flag} must be true or false, not {data[flag]!r}.")
                 changes[flag] = data[flag]
+        if "channels" in data:
+            channels = data["channels"]
+            if not isinstance(channels, list) or not all(str(c).strip().isdigit() for c in channels):
+                raise PolicyError(f'{where}.channels must be a list of channel ids, like ["1234567890"].')
+            changes["channels"] = frozenset(str(c).strip() for c in channels)
         if "classifier_thresholds" in data:
             thresholds = data["classifier_thresholds"]
             if not isinstance(thresholds, Mapping):

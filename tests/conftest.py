@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from deployment import Deployment, deployment_fixture
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # set before anything imports huggingface_hub, which reads it once
 
@@ -45,3 +46,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+async def deployment(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[Deployment]:
+    """A fake Discord, and settings for `imagine` processes that talk to it (stopped at the end)."""
+    async for running in deployment_fixture(tmp_path, tiny_model_dir):
+        yield running

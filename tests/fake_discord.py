@@ -38,6 +38,8 @@ DISCORD_EPOCH_MS = 1_420_070_400_000
 EPHEMERAL, LOADING = 1 << 6, 1 << 7  # message flags
 # View channel, send messages, embed links, attach files, read history, use application commands.
 MEMBER_PERMISSIONS = str(sum(1 << bit for bit in (10, 11, 14, 15, 16, 31)))
+MANAGE_MESSAGES = 1 << 13
+MODERATOR_PERMISSIONS = str(int(MEMBER_PERMISSIONS) | MANAGE_MESSAGES)
 DEFAULT_USER_ID = 200_000_000_000_000_001
 
 
@@ -69,6 +71,7 @@ class FakeInteraction:
     token: str
     payload: JSON  # the INTERACTION_CREATE payload sent
     callbacks: list[JSON] = field(default_factory=list)
+    acked: float | None = None  # time.monotonic() of the first callback
     original: FakeMessage | None = None  # @original: made by a type 4/5 callback, or `message` after 6/7
     followups: list[FakeMessage] = field(default_factory=list)  # incl. a first one that replaced the defer
     message: FakeMessage | None = None  # the message whose button was pressed
@@ -130,8 +133,15 @@ def _user_json(user_id: int, name: str, *, bot: bool = False) -> JSON:
     return {"id": str(user_id), "username": name, "discriminator": "0", "avatar": None, "bot": bot}
 
 
-def _channel_json(channel_id: int, guild_id: int) -> JSON:
-    return {"id": str(channel_id), "type": 0, "guild_id": str(guild_id), "name": "general", "position": 0}
+def _channel_json(channel_id: int, guild_id: int, *, nsfw: bool = False) -> JSON:
+    return {
+        "id": str(channel_id),
+        "type": 0,
+        "guild_id": str(guild_id),
+        "name": "general",
+        "position": 0,
+        "nsfw": nsfw,
+    }
 
 
 def _option_type(value: object) -> int:
@@ -169,9 +179,12 @@ class FakeDiscord:
         guild_id: int = 100_000_000_000_000_003,
         channel_id: int = 100_000_000_000_000_004,
         ack_timeout: float | None = 3.0,
+        moderator_role_id: int = 100_000_000_000_000_005,
     ) -> None:
         self.token, self.application_id, self.bot_user_id = token, application_id, bot_user_id
         self.guild_id, self.channel_id, self.ack_timeout = guild_id, channel_id, ack_timeout
+        self.moderator_role_id = moderator_role_id
+        self.nsfw_channels: set[int] = set()  # channels marked age-restricted
         self.api_url = self.gateway_url = ""
         self.commands: list[JSON] = []
         self.requests: list[RecordedRequest] = []
@@ -243,7 +256,30 @@ class FakeDiscord:
         channel_id: int | None = None,
         guild_id: int | None = None,
         attachment_size_limit: int = 10 * 1024 * 1024,
+        moderator: bool = False,
+        roles: tuple[int, ...] = (),
+        direct: bool = False,
     ) -> FakeInteraction:
+        """A slash command from `user_id`; `moderator` gives them Manage Messages, `roles` their role ids,
+        `direct` sends it from a direct message instead of the guild channel."""
+        data = self._command_data(name, options)
+        return await self._interact(
+            2, data, user_id, channel_id, guild_id, attachment_size_limit,
+            permissions=MODERATOR_PERMISSIONS if moderator else MEMBER_PERMISSIONS, roles=roles, direct=direct,
+        )  # fmt: skip
+
+    async def autocomplete(
+        self, name: str, options: dict[str, object], focused: str, *, user_id: int = DEFAULT_USER_ID
+    ) -> list[JSON]:
+        """The choices the client offers while `focused` is typed (the value given in `options`)."""
+        data = self._command_data(name, options)
+        for option in data["options"]:
+            option["focused"] = option["name"] == focused
+        interaction = await self._interact(4, data, user_id, None, None, 10 * 1024 * 1024)
+        await self.wait_for(lambda: bool(interaction.callbacks))
+        return list((interaction.callbacks[0].get("data") or {}).get("choices") or [])
+
+    def _command_data(self, name: str, options: dict[str, object] | None) -> JSON:
         command = self._command_index.get(name, {})
         data: JSON = {
             "id": command.get("id", str(self._new_id())),
@@ -253,13 +289,31 @@ class FakeDiscord:
         }
         if "guild_id" in command:
             data["guild_id"] = command["guild_id"]
-        return await self._interact(2, data, user_id, channel_id, guild_id, attachment_size_limit)
+        return data
 
     async def press_button(
-        self, message: FakeMessage, custom_id: str, *, user_id: int = DEFAULT_USER_ID
+        self,
+        message: FakeMessage,
+        custom_id: str,
+        *,
+        user_id: int = DEFAULT_USER_ID,
+        moderator: bool = False,
+        roles: tuple[int, ...] = (),
     ) -> FakeInteraction:
         data = {"custom_id": custom_id, "component_type": 2}
-        return await self._interact(3, data, user_id, message.channel_id, None, 10 * 1024 * 1024, message)
+        return await self._interact(
+            3, data, user_id, message.channel_id, None, 10 * 1024 * 1024, message,
+            permissions=MODERATOR_PERMISSIONS if moderator else MEMBER_PERMISSIONS, roles=roles,
+        )  # fmt: skip
+
+    def buttons(self, message: FakeMessage) -> list[str]:
+        """The custom ids of the buttons under `message`, in order."""
+        return [
+            component["custom_id"]
+            for row in message.components
+            for component in row.get("components", [])
+            if component.get("type") == 2 and "custom_id" in component
+        ]
 
     def channel_messages(self, channel_id: int | None = None) -> list[FakeMessage]:
         wanted = channel_id or self.channel_id
@@ -346,6 +400,10 @@ class FakeDiscord:
         guild_id: int | None,
         size_limit: int,
         message: FakeMessage | None = None,
+        *,
+        permissions: str = MEMBER_PERMISSIONS,
+        roles: tuple[int, ...] = (),
+        direct: bool = False,
     ) -> FakeInteraction:
         await self.wait_ready()
         targets = [conn for conn in self._connections if conn.ready]
@@ -362,8 +420,12 @@ class FakeDiscord:
             "version": 1,
             "guild_id": str(guild_id),
             "channel_id": str(channel_id),
-            "channel": _channel_json(channel_id, guild_id),
-            "member": {**self._member_json(user), "permissions": MEMBER_PERMISSIONS},
+            "channel": _channel_json(channel_id, guild_id, nsfw=channel_id in self.nsfw_channels),
+            "member": {
+                **self._member_json(user),
+                "roles": [str(role) for role in roles],
+                "permissions": permissions,
+            },
             "app_permissions": MEMBER_PERMISSIONS,
             "locale": "en-US",
             "guild_locale": "en-US",
@@ -372,6 +434,15 @@ class FakeDiscord:
             "context": 0,
             "attachment_size_limit": size_limit,
         }
+        if direct:  # a direct message: no guild, no member, a DM channel
+            for key in ("guild_id", "member", "guild_locale"):
+                del payload[key]
+            payload.update(
+                user=user,
+                channel={"id": str(channel_id), "type": 1, "recipients": [user]},
+                authorizing_integration_owners={"1": str(user_id)},
+                context=1,
+            )
         if message is not None:
             payload["message"] = self._message_json(message)
         interaction = FakeInteraction(interaction_id, payload["token"], payload, message=message)
@@ -466,14 +537,16 @@ class FakeDiscord:
         record = request[RECORD]
         body: JSON = record.json or {}
         kind, data = body.get("type"), body.get("data") or {}
-        if kind not in (4, 5, 6, 7, 9) or (kind in (6, 7) and interaction.message is None):
+        if kind not in (4, 5, 6, 7, 8, 9) or (kind in (6, 7) and interaction.message is None):
             raise _Error(400, 50035, f"Invalid Form Body (callback type {kind})")
         interaction.callbacks.append(body)
+        interaction.acked = interaction.acked or time.monotonic()
         if kind in (4, 5):
             interaction.original = self._new_message(
                 int(interaction.payload["channel_id"]), data, record.files, interaction.token
             )
             interaction.original.flags |= LOADING if kind == 5 else 0
+            interaction.original.flags |= (data.get("flags") or 0) & EPHEMERAL
         elif kind in (6, 7):
             interaction.original = interaction.message
             if kind == 7 and interaction.message is not None:
@@ -630,14 +703,18 @@ class FakeDiscord:
 
     def _guild_json(self) -> JSON:
         everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": MEMBER_PERMISSIONS}
+        moderators = {"id": str(self.moderator_role_id), "name": "moderators", "permissions": MEMBER_PERMISSIONS}
         return {
             "id": str(self.guild_id),
             "name": "Fake Guild",
             "owner_id": str(DEFAULT_USER_ID),
             "member_count": 2,
-            "roles": [everyone],
+            "roles": [everyone, moderators],
             "members": [self._member_json(_user_json(self.bot_user_id, "imagine", bot=True))],
-            "channels": [_channel_json(channel, self.guild_id) for channel in sorted(self._channels)],
+            "channels": [
+                _channel_json(channel, self.guild_id, nsfw=channel in self.nsfw_channels)
+                for channel in sorted(self._channels)
+            ],
         }
 
     def _message_json(self, message: FakeMessage) -> JSON:

@@ -36,7 +36,7 @@ def new_job(job_id: str, user: str = "u1") -> NewJob:
 
 def test_migrations_apply_once_and_again(engine: Engine) -> None:
     upgrade(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
     assert {"jobs", "job_transitions", "images"} <= set(inspect(engine).get_table_names())
 
 

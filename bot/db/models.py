@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -59,6 +59,10 @@ class JobRow(Base):
     message_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # imagine, reroll, variation or upscale; the last three name the job (and image) they came from.
+    kind: Mapped[str] = mapped_column(String(16), default="imagine", server_default="imagine")
+    parent_id: Mapped[str | None] = mapped_column(String(32))
+    parent_index: Mapped[int | None] = mapped_column(Integer)
 
     transitions: Mapped[list[TransitionRow]] = relationship(
         back_populates="job", order_by="TransitionRow.id", cascade="all, delete-orphan"
@@ -67,7 +71,11 @@ class JobRow(Base):
         back_populates="job", order_by="ImageRow.index", cascade="all, delete-orphan"
     )
 
-    __table_args__ = (Index("ix_jobs_user_status", "user_id", "status"), Index("ix_jobs_status", "status"))
+    __table_args__ = (
+        Index("ix_jobs_user_status", "user_id", "status"),
+        Index("ix_jobs_status", "status"),
+        Index("ix_jobs_parent", "parent_id"),
+    )
 
 
 class TransitionRow(Base):
@@ -103,3 +111,31 @@ class ImageRow(Base):
     job: Mapped[JobRow] = relationship(back_populates="images")
 
     __table_args__ = (Index("uq_images_job_index", "job_id", "index", unique=True),)
+
+
+class UserSettingsRow(Base):
+    """A member's own defaults for new requests (model, aspect, steps, private)."""
+
+    __tablename__ = "user_settings"
+
+    frontend: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MemberActionRow(Base):
+    """What a member did to a job (cancel, delete, report), including attempts that were refused."""
+
+    __tablename__ = "member_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor_id: Mapped[str] = mapped_column(String(32))
+    guild_id: Mapped[str | None] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_member_actions_job", "job_id"), Index("ix_member_actions_actor", "actor_id"))

@@ -9,7 +9,16 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.db.models import ACTIVE_STATUSES, FINAL_STATUSES, ImageRow, JobRow, JobStatus, TransitionRow
+from bot.db.models import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    ImageRow,
+    JobRow,
+    JobStatus,
+    MemberActionRow,
+    TransitionRow,
+    UserSettingsRow,
+)
 
 
 def utcnow() -> datetime:
@@ -29,6 +38,9 @@ class NewJob:
     seed: int | None
     model: str
     delivery: dict[str, Any]
+    kind: str = "imagine"
+    parent_id: str | None = None
+    parent_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,27 @@ class JobRecord:
     created_at: datetime
     images: tuple[StoredImage, ...]
     transitions: tuple[tuple[JobStatus, datetime, str | None], ...]
+    kind: str = "imagine"
+    parent_id: str | None = None
+    parent_index: int | None = None
+
+
+@dataclass(frozen=True)
+class MemberAction:
+    at: datetime
+    actor_id: str
+    guild_id: str | None
+    action: str
+    job_id: str | None
+    allowed: bool
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    jobs: int
+    images: int
+    active: int
 
 
 def _record(row: JobRow) -> JobRecord:
@@ -107,6 +140,9 @@ def _record(row: JobRow) -> JobRecord:
             for i in row.images
         ),
         transitions=tuple((JobStatus(t.status), t.at, t.detail) for t in row.transitions),
+        kind=row.kind,
+        parent_id=row.parent_id,
+        parent_index=row.parent_index,
     )
 
 
@@ -141,6 +177,9 @@ class JobStore:
             delivery=job.delivery,
             created_at=now,
             updated_at=now,
+            kind=job.kind,
+            parent_id=job.parent_id,
+            parent_index=job.parent_index,
         )
         row.transitions.append(TransitionRow(status=status, detail=outcome, at=now))
         session.add(row)
@@ -229,3 +268,90 @@ class JobStore:
         with self._sessions() as session:
             rows = session.scalars(select(JobRow).where(JobRow.status.in_(ACTIVE_STATUSES)).order_by(JobRow.created_at))
             return [_record(row) for row in rows]
+
+    def find(self, job_id_or_prefix: str) -> JobRecord | None:
+        """A job by its id, or by the short id shown to users (its first characters) when that is unique."""
+        wanted = job_id_or_prefix.strip().lower()
+        if not wanted or not all(c in "0123456789abcdef" for c in wanted):
+            return None
+        with self._sessions() as session:
+            row = session.get(JobRow, wanted)
+            if row is None and 4 <= len(wanted) < 32:
+                rows = list(session.scalars(select(JobRow).where(JobRow.id.startswith(wanted)).limit(2)))
+                row = rows[0] if len(rows) == 1 else None
+            return _record(row) if row else None
+
+    def active_jobs(self, user_id: str | None = None) -> list[JobRecord]:
+        """Accepted jobs not yet ended, oldest first; only `user_id`'s when given."""
+        with self._sessions() as session:
+            query = select(JobRow).where(JobRow.status.in_(ACTIVE_STATUSES))
+            if user_id is not None:
+                query = query.where(JobRow.user_id == user_id)
+            return [_record(row) for row in session.scalars(query.order_by(JobRow.created_at))]
+
+    def usage_since(self, frontend: str, user_id: str, since: datetime) -> Usage:
+        """What `user_id` asked for since `since`: accepted jobs, images they asked for, and jobs still active."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(JobRow.status, JobRow.options).where(
+                    JobRow.frontend == frontend,
+                    JobRow.user_id == user_id,
+                    JobRow.created_at >= since,
+                    JobRow.status != JobStatus.REJECTED,
+                )
+            ).all()
+            active = self._active(session, user_id)
+        images = sum(int((options or {}).get("count") or 1) for _, options in rows)
+        return Usage(jobs=len(rows), images=images, active=active)
+
+    def user_settings(self, frontend: str, user_id: str) -> dict[str, Any]:
+        with self._sessions() as session:
+            row = session.get(UserSettingsRow, (frontend, user_id))
+            return dict(row.settings) if row else {}
+
+    def save_user_settings(self, frontend: str, user_id: str, settings: dict[str, Any]) -> None:
+        """Replace a member's defaults; an empty mapping forgets them."""
+        with self._sessions.begin() as session:
+            row = session.get(UserSettingsRow, (frontend, user_id), with_for_update=True)
+            if not settings:
+                if row is not None:
+                    session.delete(row)
+                return
+            if row is None:
+                session.add(UserSettingsRow(frontend=frontend, user_id=user_id, settings=settings, updated_at=utcnow()))
+            else:
+                row.settings, row.updated_at = settings, utcnow()
+
+    def record_action(
+        self,
+        actor_id: str,
+        action: str,
+        *,
+        allowed: bool,
+        job_id: str | None = None,
+        guild_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        with self._sessions.begin() as session:
+            session.add(
+                MemberActionRow(
+                    at=utcnow(),
+                    actor_id=actor_id,
+                    guild_id=guild_id,
+                    action=action,
+                    job_id=job_id,
+                    allowed=allowed,
+                    detail=detail,
+                )
+            )
+
+    def actions(self, job_id: str | None = None) -> list[MemberAction]:
+        """Recorded member actions, oldest first; only those on `job_id` when given."""
+        with self._sessions() as session:
+            query = select(MemberActionRow).order_by(MemberActionRow.id)
+            if job_id is not None:
+                query = query.where(MemberActionRow.job_id == job_id)
+            return [
+                MemberAction(r.at, r.actor_id, r.guild_id, r.action, r.job_id, r.allowed, r.detail)
+                for r in session.scalars(query)
+            ]

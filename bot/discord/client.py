@@ -1,8 +1,11 @@
-"""The Discord client: connects, registers the commands, and resumes jobs left over from a restart."""
+"""The Discord client: connects, registers the commands and the result buttons, and resumes jobs left
+over from a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 import discord
 import yarl
@@ -10,11 +13,17 @@ from discord import app_commands
 
 from bot.config import Settings
 from bot.db.store import JobRecord
-from bot.discord.commands import imagine_command, on_command_error
+from bot.discord.buttons import JobButton
+from bot.discord.commands import build_commands, on_command_error
 from bot.discord.reporter import InteractionReporter, rehydrate
+from bot.loop_monitor import LoopMonitor
 from bot.orchestrator import Orchestrator, Reporter
 
 log = logging.getLogger(__name__)
+
+# A saved "private" default is looked up before the interaction is acknowledged, so never for long.
+_SAVED_LOOKUP_SECONDS = 0.5
+_SAVED_CACHE_SECONDS = 60.0
 
 
 def point_at(api_url: str, gateway_url: str) -> None:
@@ -33,10 +42,15 @@ class ImagineClient(discord.Client):
         self.orchestrator = orchestrator
         self.tree = app_commands.CommandTree(self)
         self.tree.error(on_command_error)
-        self.tree.add_command(imagine_command(self, orchestrator, settings.limits))
+        for command in build_commands(settings.limits.max_count, settings.limits.max_steps):
+            self.tree.add_command(command)
+        self.loop_monitor = LoopMonitor()
+        self._saved_private: dict[str, tuple[float, bool]] = {}
         self._resumed = False
 
     async def setup_hook(self) -> None:
+        self.add_dynamic_items(JobButton)
+        self.loop_monitor.start()
         guilds = [discord.Object(id=guild_id) for guild_id in self.settings.discord.guild_ids]
         if guilds:
             for guild in guilds:
@@ -45,6 +59,11 @@ class ImagineClient(discord.Client):
         else:
             await self.tree.sync()
         log.info("slash commands registered (%s)", f"{len(guilds)} server(s)" if guilds else "global")
+
+    async def close(self) -> None:
+        await self.loop_monitor.stop()
+        log.info("%s", self.loop_monitor.summary())
+        await super().close()
 
     async def on_ready(self) -> None:
         log.info("connected to Discord as %s", self.user)
@@ -58,3 +77,22 @@ class ImagineClient(discord.Client):
         if record.frontend != "discord" or not record.delivery.get("token"):
             return None
         return InteractionReporter(self, rehydrate(self, record.delivery))
+
+    async def saved_private(self, user_id: str) -> bool:
+        """The member's saved "private" default; False when it cannot be read at once."""
+        cached = self._saved_private.get(user_id)
+        if cached is not None and time.monotonic() - cached[0] < _SAVED_CACHE_SECONDS:
+            return cached[1]
+        store = self.orchestrator.store
+        try:
+            saved = await asyncio.wait_for(
+                asyncio.to_thread(store.user_settings, "discord", user_id), _SAVED_LOOKUP_SECONDS
+            )
+        except TimeoutError:
+            return False
+        private = saved.get("private") is True
+        self._saved_private[user_id] = (time.monotonic(), private)
+        return private
+
+    def forget_saved(self, user_id: str) -> None:
+        self._saved_private.pop(user_id, None)

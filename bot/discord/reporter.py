@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import discord
 
+from bot.attachments import fit_image
 from bot.db.store import JobRecord
 from bot.discord import text
 from bot.orchestrator import Delivery, DeliveryError, Refusal
@@ -54,11 +55,23 @@ def rehydrate(client: discord.Client, data: dict[str, Any]) -> discord.Interacti
     return discord.Interaction(data=payload, state=client._connection)  # type: ignore[arg-type]
 
 
-def _files(delivery: Delivery) -> list[discord.File]:
-    return [
-        discord.File(io.BytesIO(data), filename=f"imagine-{image.seed}.png", description=delivery.job.prompt[:1000])
-        for image, data in delivery.images
-    ]
+DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024  # Discord's upload limit for a server without boosts
+
+
+def _files(delivery: Delivery, size_limit: int) -> list[discord.File]:
+    """One file per image (Discord shows two to four as a gallery on desktop and on phones, so a grid would
+    only double the upload). A file over the interaction's size limit goes as a smaller WebP or JPEG."""
+    files = []
+    for image, png in delivery.images:
+        data, extension = fit_image(png, size_limit)
+        files.append(
+            discord.File(
+                io.BytesIO(data),
+                filename=f"imagine-{delivery.job.id[:8]}-{image.seed}.{extension}",
+                description=delivery.job.prompt[:1000],
+            )
+        )
+    return files
 
 
 def _delivery_error(error: Exception) -> DeliveryError:
@@ -74,10 +87,19 @@ def _token_expired(error: discord.HTTPException) -> bool:
     return error.status in (401, 404) or error.code in (10015, 50027)
 
 
+def _view(delivery: Delivery) -> discord.ui.View:
+    from bot.discord.buttons import result_view  # the buttons answer through this module's reporter
+
+    return result_view(delivery.job, [image for image, _ in delivery.images])
+
+
 class InteractionReporter:
     def __init__(self, client: discord.Client, interaction: discord.Interaction[discord.Client]) -> None:
         self.client = client
         self.interaction = interaction
+
+    def _size_limit(self) -> int:
+        return int(self.interaction.filesize_limit or DEFAULT_SIZE_LIMIT)
 
     async def _edit(self, content: str, preview: bytes | None = None) -> None:
         """Status edits are best effort: a lost edit must never stop the job."""
@@ -116,9 +138,14 @@ class InteractionReporter:
         # The status message must be a message in its own right before the follow-up: on Discord the
         # first follow-up after a "thinking" reply would otherwise replace it, and be deleted with it.
         await self._edit(text.posting(job))  # (a text-only edit keeps any preview; it goes with the message)
+        private = bool(job.options.get("private"))
         try:
             message = await self.interaction.followup.send(
-                content=text.delivered(delivery, mention=False), files=_files(delivery), wait=True
+                content=text.delivered(delivery, mention=False),
+                files=_files(delivery, self._size_limit()),
+                view=_view(delivery),
+                ephemeral=private,
+                wait=True,
             )
         except discord.HTTPException as error:
             if not _token_expired(error):
@@ -136,9 +163,16 @@ class InteractionReporter:
         channel_id = delivery.job.channel_id
         if channel_id is None:
             raise DeliveryError("the interaction expired and there is no channel to post in", permanent=True)
+        if delivery.job.options.get("private"):
+            # A private result cannot go to the channel; the job ends as failed and says why.
+            raise DeliveryError("the interaction expired before the private result could be shown", permanent=True)
         channel = self.client.get_partial_messageable(int(channel_id))
         try:
-            message = await channel.send(content=text.delivered(delivery, mention=True), files=_files(delivery))
+            message = await channel.send(
+                content=text.delivered(delivery, mention=True),
+                files=_files(delivery, self._size_limit()),
+                view=_view(delivery),
+            )
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
             raise _delivery_error(error) from error
         return str(message.id)

@@ -57,6 +57,18 @@ def posting(job: JobRecord) -> str:
     return f"📤 Posting your images…\n-# job `{short_id(job.id)}`"
 
 
+def _lineage(job: JobRecord) -> str:
+    if job.parent_id is None:
+        return ""
+    parent = f"job `{short_id(job.parent_id)}`"
+    number = (job.parent_index or 0) + 1
+    return {
+        "reroll": f" · re-roll of {parent}",
+        "variation": f" · variation of image {number} of {parent}",
+        "upscale": f" · upscale of image {number} of {parent}",
+    }.get(job.kind, "")
+
+
 def delivered(delivery: Delivery, *, mention: bool) -> str:
     job = delivery.job
     seeds = ", ".join(str(image.seed) for image, _ in delivery.images)
@@ -64,10 +76,12 @@ def delivered(delivery: Delivery, *, mention: bool) -> str:
     timing = f" · {delivery.seconds:.1f}s" if delivery.seconds is not None else ""
     who = f"<@{job.user_id}> " if mention else ""
     negative = f"\n-# not: {quote_prompt(job.negative_prompt, 150)}" if job.negative_prompt else ""
+    style = f" · style {job.options['style']}" if job.options.get("style") else ""
+    size = f" · {delivery.images[0][0].width}×{delivery.images[0][0].height}" if delivery.images else ""
     return (
         f"{who}**{quote_prompt(job.prompt)}**{negative}\n"
-        f"-# {label} {seeds} · {job.model}{timing} · job `{short_id(job.id)}` · AI-generated"
-        f"{partly_withheld(delivery.held, delivery.blocked)}"
+        f"-# {label} {seeds} · {job.model}{style}{size}{timing} · job `{short_id(job.id)}`{_lineage(job)}"
+        f" · AI-generated{partly_withheld(delivery.held, delivery.blocked)}"
     )
 
 
@@ -115,3 +129,125 @@ def cancelled(job: JobRecord) -> str:
 
 def command_error() -> str:
     return "❌ Something went wrong on our side and your request was not queued. Please try again in a moment."
+
+
+# -- buttons and commands ---------------------------------------------------------------------------------
+
+
+def job_not_found(job_ref: str) -> str:
+    return f"⚠️ There is no job `{quote_prompt(job_ref, 40)}`. `/queue` lists your jobs."
+
+
+def not_yours(action: str) -> str:
+    return f"🙅 Only the person who made this, or a moderator, can {action} it. This attempt was noted."
+
+
+def deleted() -> str:
+    return "🗑️ Deleted."
+
+
+def cancel_outcome(job: JobRecord, outcome: str) -> str:
+    return {
+        "cancelled": f"🚫 Cancelling job `{short_id(job.id)}`.",
+        "ended": f"Job `{short_id(job.id)}` has already finished, so there is nothing to cancel.",
+        "refused": not_yours("cancel"),
+    }[outcome]
+
+
+def nothing_to_cancel() -> str:
+    return "You have no job waiting or running."
+
+
+def reported(forwarded: bool) -> str:
+    where = "sent to this server's moderators" if forwarded else "recorded for this server's moderators"
+    return f"🚩 Thank you: your report was {where}. The image stays up until a moderator decides."
+
+
+def report_for_moderators(job: JobRecord, reporter_id: str, message_url: str | None) -> str:
+    link = f"\n{message_url}" if message_url else ""
+    return (
+        f"🚩 **Report** from <@{reporter_id}> about job `{short_id(job.id)}` by <@{job.user_id}>\n"
+        f"> {quote_prompt(job.prompt)}\n-# model {job.model} · seed {job.seed}{link}"
+    )
+
+
+def job_info(job: JobRecord) -> str:
+    options = job.options
+    lines = [
+        f"**Job `{job.id}`** · {job.status.value}",
+        f"**Prompt:** {quote_prompt(job.prompt, 1000)}",
+    ]
+    if job.negative_prompt:
+        lines.append(f"**Negative:** {quote_prompt(job.negative_prompt, 500)}")
+    sizes = sorted({f"{image.width}×{image.height}" for image in job.images})
+    settings = [
+        f"model {job.model}",
+        f"seed {job.seed}",
+        f"steps {options.get('steps') or 'model default'}",
+        f"guidance {options.get('guidance') if options.get('guidance') is not None else 'model default'}",
+        f"size {', '.join(sizes) or 'model default'}",
+    ]
+    if options.get("aspect"):
+        settings.append(f"aspect {options['aspect']}")
+    if options.get("style"):
+        settings.append(f"style {options['style']} ({options.get('style_strength') or 'default strength'})")
+    if options.get("strength") is not None:
+        settings.append(f"strength {options['strength']}")
+    lines.append("**Settings:** " + " · ".join(settings))
+    lineage = _lineage(job).removeprefix(" · ")
+    if lineage:
+        lines.append(f"**Made from:** {lineage}")
+    lines.append(f"-# asked by <@{job.user_id}> <t:{int(job.created_at.timestamp())}:R>")
+    return "\n".join(lines)
+
+
+def queue_listing(rows: list[tuple[JobRecord, int | None]], *, everyone: bool) -> str:
+    if not rows:
+        return "The queue is empty." if everyone else "You have no job waiting or running."
+    title = "**Every job in progress**" if everyone else "**Your jobs in progress**"
+    lines = [title]
+    for job, place in rows[:20]:
+        where = f"#{place} in the queue" if place else job.status.value
+        who = f" · <@{job.user_id}>" if everyone else ""
+        lines.append(f"`{short_id(job.id)}` · {where}{who} · {quote_prompt(job.prompt, 60)}")
+    if len(rows) > 20:
+        lines.append(f"…and {len(rows) - 20} more")
+    lines.append("-# `/cancel job:` stops one.")
+    return "\n".join(lines)
+
+
+def usage(jobs: int, images: int, active: int, cap: int, max_count: int) -> str:
+    return (
+        f"**Today** (since midnight UTC): {jobs} job(s), {images} image(s).\n"
+        f"**Now:** {active} of {cap} job(s) at a time in progress, so you can start {max(0, cap - active)} more.\n"
+        f"-# Each job makes up to {max_count} images."
+    )
+
+
+def user_settings(settings: dict[str, object], *, changed: bool) -> str:
+    head = "✅ Saved. Your defaults:" if changed else "Your defaults:"
+    if not settings:
+        return f"{head} none: every option uses the server's default. Set them with `/settings`."
+    shown = " · ".join(f"{key} {value}" for key, value in sorted(settings.items()))
+    return f"{head} {shown}\n-# Options you give `/imagine` still win over these."
+
+
+def help_text(parameters: str, appeal_hint: str) -> str:
+    return (
+        "**imagine** draws images from your words.\n"
+        "• `/imagine prompt:` makes up to 4 images. Options: negative, aspect, size, count, seed, steps, guidance, "
+        "model, style, private.\n"
+        f"• You can also type parameters in the prompt: {parameters}. The command's options win over them.\n"
+        "• Under a result: 🔄 makes new ones, **V1–V4** varies one image, **U1–U4** upscales one 2×, ℹ️ shows the "
+        "full settings, 🗑️ deletes (yours, or any for moderators), 🚩 reports it to the moderators.\n"
+        "• `/queue` shows your jobs, `/cancel` stops one, `/info` shows what you have used today, `/settings` keeps "
+        "your own defaults.\n"
+        "**Rules:** prompts and images are checked for sexual content, content involving minors, graphic violence, "
+        "hate, harassment, self-harm and dangerous or illegal activity; what is refused is not made or posted. Every "
+        "image is marked as AI-generated.\n"
+        f"**Appeals:** {appeal_hint}"
+    )
+
+
+def dms_closed() -> str:
+    return "Images are not made in direct messages here. Use the bot in a server channel."

@@ -1,0 +1,193 @@
+"""The buttons under a result. Their custom ids carry the job id, so they keep working after a restart:
+discord.py matches any pressed button against `JobButton`'s template, whichever process posted it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import discord
+
+from bot.db.store import JobRecord, StoredImage
+from bot.discord import text
+from bot.discord.permissions import is_moderator
+from bot.discord.reporter import InteractionReporter, delivery_data
+
+if TYPE_CHECKING:
+    from bot.discord.client import ImagineClient
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("reroll", "var", "up", "info", "delete", "report")
+_KINDS = {"reroll": "reroll", "var": "variation", "up": "upscale"}
+
+
+def custom_id(action: str, job_id: str, index: int | None = None) -> str:
+    return f"imagine:{action}:{job_id}" + (f":{index}" if index is not None else "")
+
+
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"imagine:(?P<action>reroll|var|up|info|delete|report):(?P<job>[0-9a-f]{32})(?::(?P<index>[0-9]))?",
+):
+    def __init__(
+        self,
+        action: str,
+        job_id: str,
+        index: int | None = None,
+        *,
+        label: str | None = None,
+        emoji: str | None = None,
+        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+        row: int | None = None,
+    ) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label, emoji=emoji, style=style, row=row, custom_id=custom_id(action, job_id, index)
+            )
+        )
+        self.action, self.job_id, self.index = action, job_id, index
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> JobButton:
+        index = match["index"]
+        return cls(match["action"], match["job"], int(index) if index is not None else None)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        client: ImagineClient = interaction.client  # type: ignore[assignment]
+        await press(client, interaction, self.action, self.job_id, self.index)
+
+
+def result_view(job: JobRecord, images: list[StoredImage]) -> discord.ui.View:
+    """U1–U4 and V1–V4 for the posted images, then re-roll, info, delete and report."""
+    view = discord.ui.View(timeout=None)
+    numbers = [(image.index, position + 1) for position, image in enumerate(images)]
+    for index, number in numbers:
+        view.add_item(JobButton("up", job.id, index, label=f"U{number}", row=0))
+    view.add_item(JobButton("reroll", job.id, emoji="🔄", row=0 if len(numbers) < 5 else 1))
+    for index, number in numbers:
+        view.add_item(JobButton("var", job.id, index, label=f"V{number}", row=1 if len(numbers) < 5 else 2))
+    view.add_item(JobButton("info", job.id, emoji="ℹ️", row=2 if len(numbers) < 5 else 3))
+    view.add_item(JobButton("delete", job.id, emoji="🗑️", row=2 if len(numbers) < 5 else 3))
+    view.add_item(JobButton("report", job.id, emoji="🚩", row=2 if len(numbers) < 5 else 3))
+    return view
+
+
+async def _ephemeral(interaction: discord.Interaction, content: str) -> None:
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(content, ephemeral=True)
+        else:
+            await interaction.response.send_message(content, ephemeral=True)
+    except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+        log.info("could not answer a button press: %s", error)
+
+
+async def press(
+    client: ImagineClient, interaction: discord.Interaction, action: str, job_id: str, index: int | None
+) -> None:
+    store = client.orchestrator.store
+    job = await asyncio.to_thread(store.get, job_id)
+    if job is None:
+        await _ephemeral(interaction, text.job_not_found(job_id[:8]))
+        return
+    if action in _KINDS:
+        await _derive(client, interaction, job, _KINDS[action], index or 0)
+    elif action == "info":
+        await _ephemeral(interaction, text.job_info(job))
+    elif action == "delete":
+        await _delete(client, interaction, job)
+    elif action == "report":
+        await _report(client, interaction, job)
+
+
+async def _derive(
+    client: ImagineClient, interaction: discord.Interaction, job: JobRecord, kind: str, index: int
+) -> None:
+    from bot.discord.commands import is_age_restricted
+
+    await interaction.response.defer(thinking=True, ephemeral=bool(job.options.get("private")))
+    await client.orchestrator.derive(
+        job,
+        kind,
+        index,
+        user_id=str(interaction.user.id),
+        channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+        nsfw_channel=is_age_restricted(interaction.channel),
+        delivery=delivery_data(interaction),
+        reporter=InteractionReporter(client, interaction),
+    )
+
+
+async def _delete(client: ImagineClient, interaction: discord.Interaction, job: JobRecord) -> None:
+    actor = str(interaction.user.id)
+    allowed = actor == job.user_id or is_moderator(interaction, client.settings.discord)
+    detail = None if actor == job.user_id else f"message of {job.user_id}"
+    store = client.orchestrator.store
+    guild = str(interaction.guild_id) if interaction.guild_id else None
+    if not allowed:
+        await asyncio.to_thread(store.record_action, actor, "delete", allowed=False, job_id=job.id, guild_id=guild)
+        await _ephemeral(interaction, text.not_yours("delete"))
+        return
+    await interaction.response.defer()  # acknowledges the press; the message itself is what goes
+    try:
+        await interaction.delete_original_response()
+    except discord.NotFound:
+        pass  # already gone
+    except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+        log.warning("could not delete the result of job %s: %s", job.id, error)
+        await _ephemeral(interaction, "❌ Discord would not delete that message just now. Try again in a moment.")
+        return
+    await asyncio.to_thread(
+        store.record_action, actor, "delete", allowed=True, job_id=job.id, guild_id=guild, detail=detail
+    )
+
+
+async def _report(client: ImagineClient, interaction: discord.Interaction, job: JobRecord) -> None:
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    actor = str(interaction.user.id)
+    message = interaction.message
+    url = message.jump_url if message is not None and interaction.guild_id else None
+    forwarded = False
+    channel_id = client.settings.discord.review_channel_id
+    if channel_id is not None:
+        files = await asyncio.to_thread(_spoilered, job)
+        try:
+            await client.get_partial_messageable(channel_id).send(
+                content=text.report_for_moderators(job, actor, url), files=files
+            )
+            forwarded = True
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+            log.error("could not send a report about job %s to the review channel: %s", job.id, error)
+    await asyncio.to_thread(
+        client.orchestrator.store.record_action,
+        actor,
+        "report",
+        allowed=True,
+        job_id=job.id,
+        guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+        detail="sent to the review channel" if forwarded else "recorded (no review channel reached)",
+    )
+    await _ephemeral(interaction, text.reported(forwarded))
+
+
+def _spoilered(job: JobRecord) -> list[discord.File]:
+    files: list[discord.File] = []
+    for image in (i for i in job.images if i.postable):
+        try:
+            data: Any = Path(image.path).read_bytes()
+        except OSError:
+            continue
+        files.append(discord.File(io.BytesIO(data), filename=f"imagine-{image.seed}.png", spoiler=True))
+    return files
