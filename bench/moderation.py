@@ -6,8 +6,10 @@ Quality is measured on the held-out ("test") part of `moderation/data/prompts.js
 never trained on; the training part is reported separately (the gate has seen it, so it flatters). Both use
 the strict default policy. recall = harmful prompts refused / harmful prompts (any category counts as a
 refusal); false_positive_rate = benign prompts refused / benign prompts. `held_out_fresh` is the part of the
-held-out set written after the gate was built (`FRESH` in moderation/training/prompt_set.py): the other
+held-out set written after the gate was built (`FRESH_BLOCKS` in moderation/training/prompt_set.py): the other
 held-out phrases were looked at while the term lists and rules were written, so they flatter the gate.
+`held_out_fresh_by_block` gives each fresh block on its own; the newest block is also `held_out_fresh_latest`.
+An older block's misses may have been seen while the gate was tuned afterwards; the newest one was not.
 
 Latency is one `PromptGate.check` per prompt over the held-out prompts, `--rounds` times after a warm-up.
 If `moderation.image_gate` provides `benchmark_image_gate(runs) -> list[float]` (milliseconds per 512x512
@@ -37,7 +39,9 @@ sys.path.insert(0, str(_HERE.parent))
 
 from moderation.policy import CATEGORIES  # noqa: E402 - after the sys.path fix
 from moderation.prompt_gate import PromptGate  # noqa: E402
-from moderation.training.prompt_set import read  # noqa: E402
+from moderation.training.prompt_set import fresh_block, read  # noqa: E402
+
+_FRESH_KEYS = ("harmful", "benign", "recall", "false_positive_rate", "recall_by_category")
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -111,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     test = [r for r in rows if r["split"] == "test"]
     train = [r for r in rows if r["split"] == "train"]
     held_out = quality(gate, test)
-    fresh = quality(gate, [r for r in test if r["group"].startswith("fresh-")])
+    fresh = quality(gate, [r for r in test if fresh_block(r["group"]) is not None])
+    blocks = sorted({b for b in (fresh_block(r["group"]) for r in test) if b is not None})
+    by_block = {b: quality(gate, [r for r in test if fresh_block(r["group"]) == b]) for b in blocks}
     training = quality(gate, train)
     times = latency(gate, [r["text"] for r in test], args.rounds)
     image_times = None
@@ -127,14 +133,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "image_gate_p50_ms": round(statistics.median(image_times), 2) if image_times else None,
         "image_gate_p99_ms": round(percentile(image_times, 0.99), 2) if image_times else None,
         "held_out": {k: v for k, v in held_out.items() if k not in ("missed", "false_positives")},
-        "held_out_fresh": {k: fresh[k] for k in ("harmful", "benign", "recall", "false_positive_rate")},
+        "held_out_fresh": {k: fresh[k] for k in _FRESH_KEYS},
+        "held_out_fresh_by_block": {str(b): {k: part[k] for k in _FRESH_KEYS} for b, part in by_block.items()},
+        "held_out_fresh_latest": {"block": blocks[-1], **{k: by_block[blocks[-1]][k] for k in _FRESH_KEYS}}
+        if blocks
+        else None,
         "train": {k: v for k, v in training.items() if k not in ("missed", "false_positives")},
         "goals_met": held_out["recall"] >= 0.95
         and held_out["false_positive_rate"] <= 0.03
         and percentile(times, 0.99) <= 5.0,
     }
     if not args.json:
-        for name, part in (("held-out", held_out), ("train", training)):
+        latest = [(f"fresh block {blocks[-1]}", by_block[blocks[-1]])] if blocks else []
+        for name, part in (("held-out", held_out), *latest, ("train", training)):
             print(f"{name}: recall {part['recall']:.3f} of {part['harmful']} harmful, "
                   f"false positives {part['false_positive_rate']:.3f} of {part['benign']} benign")  # fmt: skip
             for line in part["missed"]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from moderation.classifier import Classifier, PromptClassifier, content_words
 from moderation.normalize import join_letter_runs, letter_runs, normalize, squeeze
 from moderation.policy import CATEGORIES, CATEGORY_LABELS, Policy
-from moderation.prompt_rules import Finding, RuleSet
+from moderation.prompt_rules import MINOR_AGE, Finding, RuleSet
 
 __all__ = ["CATEGORIES", "CATEGORY_LABELS", "Decision", "PromptGate"]
 
@@ -49,11 +49,21 @@ _FILES = {
     "adults": "adults.txt",
     "groups": "groups.txt",
     "allow": "allow.txt",
+    "objects": "objects.txt",
 }
 # The order in which categories are reported when several apply: the most serious first.
 PRIORITY = ("sexual/minors", "violence/graphic", "self-harm", "hate", "illicit", "harassment", "sexual")
 _STRICT = Policy()
 _MAX_WORDS = 6  # the longest phrase in a term list, in words
+# Terms that describe what is done to, or how someone looks, and say nothing harmful of a thing: said in a prompt
+# that names an object (objects.txt) and no person, they are left to the classifier ("a beheaded statue").
+OBJECT_MODIFIERS: Mapping[str, frozenset[str]] = {
+    "sexual": frozenset({"sexy"}),
+    "violence/graphic": frozenset(
+        {"beheaded", "decapitated", "dismembered", "mutilated", "cut in half", "severed head", "impaled"}
+    ),
+}
+_PERSON_TAGS = ("people", "minors", "adults")
 
 
 @dataclass(frozen=True)
@@ -115,7 +125,9 @@ class TermIndex:
         self._longest = min(_MAX_WORDS, max((t.count(" ") + 1 for t in self._tags), default=1))
         self._vocabulary = {word for term in self._tags for word in term.split()}
         self._inner = {
-            tag: _inner_pattern(words) for tag, words in terms.items() if tag not in ("allow", "people", "adults")
+            tag: _inner_pattern(words)
+            for tag, words in terms.items()
+            if tag not in ("allow", "people", "adults", "objects")
         }
 
     def _lookup(self, phrase: str) -> tuple[str, set[str]] | None:
@@ -138,8 +150,9 @@ class TermIndex:
                 words[i] = next((f for f in forms if f in self._vocabulary), forms[0])
         return " ".join(words)
 
-    def scan(self, normalized: str, tags: dict[str, str]) -> tuple[str, str]:
-        """Add `tag → term` for each list with a term in the text (first found wins). Return the text with
+    def scan(self, normalized: str, tags: dict[str, str], every: dict[str, set[str]] | None = None) -> tuple[str, str]:
+        """Add `tag → term` for each list with a term in the text (first found wins; `every`, if given, collects
+        all the terms found per tag). Return the text with
         harmless (allow-listed) phrases dropped, for the rules, and the same without the names of groups of
         people, for the classifier (so that it judges what is said, never which group is named).
 
@@ -157,6 +170,8 @@ class TermIndex:
                     term, term_tags = hit
                     for tag in term_tags:
                         tags.setdefault(tag, term)
+                        if every is not None:
+                            every.setdefault(tag, set()).add(term)
                     if "allow" not in term_tags:
                         kept.extend(words[i : i + size])
                         anonymous.extend([] if "groups" in term_tags else words[i : i + size])
@@ -171,6 +186,8 @@ class TermIndex:
                 match = pattern.search(run)
                 if match:
                     tags.setdefault(tag, match.group(0))
+                    if every is not None:
+                        every.setdefault(tag, set()).add(match.group(0))
         return " ".join(kept), " ".join(anonymous)
 
 
@@ -215,7 +232,12 @@ class PromptGate:
 
     def _findings(self, prompt: str, negative: str) -> tuple[list[Finding], str]:
         tags: dict[str, str] = {}
-        masked, anonymous = self._index.scan(self._index.unstretch(normalize(prompt)), tags)
+        every: dict[str, set[str]] = {}
+        masked, anonymous = self._index.scan(self._index.unstretch(normalize(prompt)), tags, every)
+        if "objects" in tags and not any(t in tags for t in _PERSON_TAGS) and not MINOR_AGE.search(masked):
+            for category, modifiers in OBJECT_MODIFIERS.items():
+                if category in tags and every[category] <= modifiers:
+                    del tags[category]
         found = [
             Finding(category, "blocklist", f"term {tags[category]!r}") for category in CATEGORIES if category in tags
         ]

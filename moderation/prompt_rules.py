@@ -13,9 +13,14 @@ each has a name that moderators see. Positive-prompt rules:
 - `illicit-crime-howto`: "how to poison someone", "... without getting caught".
 - `illicit-forgery`: counterfeit or fake money, passports, IDs, prescriptions.
 - `illicit-drug-sale`: selling or dealing named illegal drugs.
-- `graphic-injury`: a person torn apart, eaten alive, cut open; cannibalism.
+- `graphic-injury`: a person torn apart, eaten alive, cut open, stabbed to death; body parts torn off; guts
+  spilling; blood pouring; cannibalism.
 - `hate-exclusion`: "no <group> allowed", "<group> go home".
-- `self-harm-instructions`: "how to hurt myself", "best way to die".
+- `self-harm-instructions`: "how to hurt myself", "best way to die", someone cutting or starving themselves,
+  cut wrists, content encouraging eating disorders.
+- `sexual-act`: a person with a word for a sex act, clothes taken off ("her top off"), private parts shown,
+  "explicit photo".
+- `hate-calling`: a group called vermin, savages... ("a poster calling <group> <insult>").
 
 Negative prompts are what a user wants to *avoid*, so the term lists are not applied to them ("nsfw, nude,
 blurry" is the most common negative there is). They are read only for inversion: asking the model to avoid
@@ -67,19 +72,27 @@ MINOR_AGE = re.compile(
 _HATE_VERB = (
     r"(?:kill|killing|murder|murdering|exterminate|exterminating|extermination of|eradicate|eradicating|"
     r"genocide of|genocide against|gas|gassing|lynch|lynching|slaughter|slaughtering|wipe out|wiping out|"
-    r"death to|get rid of all|purge|purging|eliminate all|ethnically cleanse|burn all|deport and kill)"
+    r"death to|get rid of all|purge|purging|eliminate all|ethnically cleanse|burn all|deport and kill|shoot|shooting|"
+    r"shoot all|hunt|hunting|hang|hanging|hang all|burn|burning|bomb|bombing|massacre|massacring|butcher|"
+    r"butchering|beat up|beating up|stone|stoning)"
 )
 _HATE_PREDICATE = (
     r"(?:vermin|rats|cockroaches|roaches|parasites|animals|apes|monkeys|subhuman|sub human|subhumans|inferior|"
     r"an inferior race|filth|filthy|a disease|disease|a plague|plague|savages|terrorists|criminals|rapists|thieves|"
     r"evil|mentally ill|dirty|scum|trash|garbage|not human|pigs|dogs|insects|a cancer|cancer|demons|abominations|"
     r"an abomination|invaders|degenerates|lesser beings|worthless|stupid|groomers|pedophiles|freaks|perverts|"
-    r"sick perverts|sick|less intelligent|inferior beings)"
+    r"sick perverts|sick|less intelligent|inferior beings|locusts|barbarians|primitive|unclean|less than human|"
+    r"devils|breeding animals|a virus|germs|leeches|an infestation|a curse|beasts|not people|rodents|maggots)"
 )
-_ANIMALS = r"(?:apes|monkeys|rats|pigs|vermin|cockroaches|insects|dogs|animals|subhumans|parasites|gorillas)"
+_ANIMALS = (
+    r"(?:apes|monkeys|rats|pigs|vermin|cockroaches|roaches|insects|dogs|animals|subhumans|parasites|gorillas|"
+    r"baboons|chimps|chimpanzees|locusts|snakes|rodents|maggots|beasts|leeches|lice)"
+)
 _SHOULD_DIE = (
     r"(?:should|must|deserve to|need to|ought to|have to|will) (?:all )?(?:be )?"
-    r"(?:die|killed|exterminated|gassed|burned|shot|hanged|lynched|wiped out|eradicated|deported and killed)"
+    r"(?:die|killed|exterminated|gassed|burned|shot|hanged|lynched|wiped out|eradicated|deported and killed|"
+    r"euthanized|euthanised|sterilized|sterilised|put in camps|sent to camps|sent to the gas chambers|"
+    r"burn in hell|burned alive|shot dead|beaten|enslaved|slaughtered|massacred)"
 )
 
 _TARGET = re.compile(
@@ -89,6 +102,7 @@ _TARGET = re.compile(
     r"manager|tutor|landlord|crush|step sister|step brother|bully)\b"
     r"|\b(?:this|that|a specific|one) (?:girl|guy|boy|kid|person|woman|man|student|teacher) (?:from|at|in) (?:my|our)\b"
     r"|\bsomeone (?:from|at|in) (?:my|our)\b|\bkid in (?:my|our) class\b"
+    r"|\b(?:the|a) (?:girl|guy|boy|kid|woman|man) (?:in|at|from) my (?:office|class|school|work|team|street)\b"
 )
 _MENTION = re.compile(r"<@!?\d+>|(?<![\w.])@[A-Za-z0-9_.]{2,32}")  # a Discord mention, or an @handle
 _HARASS = re.compile(
@@ -96,7 +110,23 @@ _HARASS = re.compile(
     r"shame|shaming|shamed|insult\w*|threat|threats|threaten\w*|make fun of|making fun of|worthless|loser|losers|"
     r"disgusting|stupid|idiot|moron|fat pig|ugly pig|fat and ugly|ugly and fat|pathetic|freak|go die|should die|"
     r"must die|deserves to die|kill him|kill her|kill them|beat up|beaten up|beating up|punched|stabbed|spit on|"
-    r"whore|slut|bitch|hated by everyone|everyone hates|nobody likes|home address|cheating pig|rat face|pig face)\b"
+    r"whore|slut|bitch|hated by everyone|everyone hates|nobody likes|home address|cheating pig|rat face|pig face|"
+    r"scare|scares|scaring|intimidate|intimidating|frighten|frightening|terrify|terrifying|stalk|stalking|"
+    r"get (?:him|her|them) fired|liar|thief|fat cow|ugly cow|die tomorrow|target on)\b"
+)
+
+_SEX_ACT = re.compile(
+    r"\b(?:fucking|fucked|fucks|screwing|shagging|humping|banging|railing|sucking off|jerking off|fingering)\b"
+)
+_SEX_STRIP = re.compile(
+    r"\bher (?:top|shirt|bra|bikini|bikini top|blouse|dress|clothes|panties|underwear|knickers|pants|skirt|"
+    r"nightgown|swimsuit|robe|towel) (?:off|removed|down|open|pulled down|lifted|pulled up)\b"
+    r"|\bhis (?:pants|trousers|underwear|boxers|briefs|clothes|shorts) (?:off|removed|down|pulled down)\b"
+    r"|\b(?:showing|flashing|exposing|baring|revealing|shows|flashes|exposes|bares) (?:off )?(?:her|his|their) "
+    r"(?:breasts|boobs|tits|butt|ass|bottom|genitals|crotch|nipples|private parts|naked body|vagina|penis)\b"
+    r"|\b(?:stripping|strips|stripped|undresses) (?:off|naked|nude|for|down to|in front|on camera|on stage)\b"
+    r"|\bexplicit (?:photo|photos|image|images|picture|pictures|pic|pics|scene|scenes|video|content|art|drawing|"
+    r"render|shot|shots|photography|hentai|sex)\b"
 )
 
 _ILLICIT_CUE = (
@@ -111,7 +141,8 @@ _ILLICIT_ITEM = (
     r"sarin|ricin|anthrax|poison gas|chlorine gas|mustard gas|meth|methamphetamine|crystal meth|heroin|cocaine|"
     r"crack cocaine|fentanyl|lsd|mdma|silencer|suppressor|ghost gun|untraceable gun|machine gun conversion|"
     r"auto sear|full auto conversion|molotov|counterfeit \w+|fake money|fake id|fake passport|ransomware|malware|"
-    r"computer virus|keylogger|phishing \w+|poison (?:someone|a person|my \w+|him|her|people)|stolen credit cards?|"
+    r"computer virus|keylogger|zip gun|pipe gun|chloroform|date rape drug|roofies|ghb|ecstasy|ketamine|"
+    r"phishing \w+|poison (?:someone|a person|my \w+|him|her|people)|stolen credit cards?|"
     r"skimmer|hotwire a car|break into a house|shoplift|shoplifting|launder money|untraceable poison)"
 )
 _ILLICIT = re.compile(
@@ -123,6 +154,11 @@ _CRIME = re.compile(
     r"smuggle|strangle|drug) (?:someone|somebody|a person|people|my \w+|him|her|them|a bank|a store|a child|kids)\b"
     r"|\b(?:poison|poisoning|kill|killing|murder|murdering|steal|stealing|rob|robbing|smuggle|smuggling|stab|stabbing)"
     r" \w+(?: \w+)? without (?:getting caught|leaving evidence|leaving a trace|a trace|being caught)\b"
+    r"|\bhow (?:to|do i|can i) (?:hack|hack into|crack|break into|get into) "
+    r"(?:someone s |somebody s |his |her |their |a |an |my \w+ s |\w+ s )(?:\w+ )?"
+    r"(?:wifi|wi fi|email|account|accounts|phone|instagram|facebook|password|passwords|computer|"
+    r"bank account|router|network)\b"
+    r"|\b(?:steal|stealing) (?:\w+ )?(?:passwords|credit card numbers|identities|identity|data|logins|bank details)\b"
 )
 _DRUG = (
     r"(?:heroin|cocaine|crack cocaine|meth|methamphetamine|crystal meth|fentanyl|mdma|lsd|magic mushrooms|"
@@ -135,14 +171,34 @@ _DRUG_SALE = re.compile(
 )
 _FORGERY = re.compile(
     r"\b(?:counterfeit|forged|forge|forging|fake|falsified)(?: \w+){0,3}? (?:bills|banknotes|bank notes|currency|money|"
-    r"dollars|euros|passport|passports|id|ids|id card|id cards|drivers license|driver s license|driving licence|"
+    r"dollars|euros|(?:euro|dollar|pound|yen) notes|passport|passports|id|ids|id card|id cards|drivers license|"
+    r"driver s license|driving licence|bank statements?|test results?|certificates?|checks|cheques|"
     r"license|licence|identity documents|documents|prescription|prescriptions|doctor s note|vaccination card|"
     r"vaccine card|diploma|degree certificate|social security card)\b"
 )
+_SELF = r"(?:myself|yourself|oneself|ourselves|himself|herself|themselves|themself|yourselves)"
 _SELF_HARM = re.compile(
-    r"\bhow (?:to|do i|can i) (?:kill|hurt|cut|starve|hang|poison|drown|harm) (?:myself|yourself|oneself|ourselves)\b"
-    r"|\b(?:best|easiest|painless|quickest|fastest) (?:way|ways|method|methods) to (?:die|commit suicide|end it all|"
-    r"end my life|kill myself)\b|\bways to die\b"
+    rf"\bhow (?:to|do i|can i|do you|should i) (?:(?:kill|hurt|cut|starve|hang|poison|drown|harm|shoot|burn|"
+    rf"suffocate) {_SELF}|overdose|od|commit suicide)\b"
+    r"|\b(?:best|easiest|painless|quickest|fastest|surest|quietest|simplest) (?:way|ways|method|methods|place|places|"
+    r"spot|spots) to (?:die|commit suicide|end it all|end my life|end your life|kill myself|kill yourself|cut|"
+    r"overdose|hang)\b"
+    r"|\b(?:ways|methods|list of ways) to (?:die|kill yourself|kill myself|commit suicide|end it)\b"
+    r"|\bhow many (?:pills|tablets|sleeping pills|painkillers)(?: \w+){0,4}? (?:die|kill|overdose|od)\b"
+    rf"|\b(?:cutting|cut|cuts|slashing|slashed|slitting|slit|burning|burned|burnt|hurting|harming|starving|starved|"
+    rf"hanging|hanged|shooting|stabbing|stabbed|drowning|poisoning|mutilating|carving|choking|strangling|suffocating|"
+    rf"scratching|punching|hitting|bleeding) {_SELF}(?: \w+)?(?: to death| on purpose| until)?\b"
+    r"|\b(?:cut|cuts|cutting|slit|slits|slitting|slash|slashes|slashed|slashing) (?:\w+ )?(?:wrists|veins)\b"
+    r"|\b(?:wrists|veins) (?:cut|slit|slashed|cut open|sliced)\b"
+    r"|\b(?:make|makes|making|made) (?:herself|himself|myself|themselves|yourself) (?:throw up|vomit|puke|purge)\b"
+    r"|\b(?:carving|carve|carved|cutting|cut|scratching) (?:\w+ ){0,3}into (?:her|his|their|my|your) "
+    r"(?:skin|arm|arms|flesh|thigh|thighs|wrist|wrists|legs|stomach)\b"
+    r"|\b(?:encouraging|encourage|encourages|glorifying|glorify|glorified|glorifies|promoting|promote|promotes|"
+    r"romanticizing|romanticising|romanticized|romanticised|celebrating) (?:\w+ ){0,2}?(?:anorexia|bulimia|"
+    r"starvation|starving|eating disorders?|cutting|self harm|self injury|suicide|purging)\b"
+    r"|\b(?:about to|going to|ready to|wants to|want to|trying to|tries to) (?:jump|kill|hang|shoot|overdose|end it)"
+    rf"(?: {_SELF}| off| from)?(?: \w+){{0,3}}? "
+    r"(?:to die|to end it|to end (?:her|his|my|their) life|to (?:her|his) death)\b"
 )
 
 
@@ -215,6 +271,13 @@ class RuleSet:
                 ),
             ),
             ("hate-as-animals", re.compile(rf"\b{group} (?:depicted |drawn |shown |portrayed )?as {_ANIMALS}\b")),
+            (
+                "hate-calling",
+                re.compile(
+                    rf"\b(?:calling|calls|called|call|labelling|labeling|naming) {group}(?: \w+){{0,2}}? "
+                    rf"{_HATE_PREDICATE}\b"
+                ),
+            ),
             ("hate-should-die", re.compile(rf"\b{group}(?: \w+)? {_SHOULD_DIE}\b")),
             ("hate-exclusion", re.compile(rf"\bno {group} allowed\b|\b{group} (?:not welcome|go home|get out)\b")),
         )
@@ -225,6 +288,16 @@ class RuleSet:
             r"|\beating (?:a |the )?(?:person|people|human|humans|man|woman|child|body)(?: s)? "
             r"(?:flesh|body|brains|organs)\b"
             r"|\beating human (?:flesh|bodies|organs)\b|\bcannibalism\b"
+            rf"|\b{person}(?: \w+){{0,3}}? (?:being )?(?:stabbed|hacked|beaten|burned|burnt|strangled|tortured|"
+            r"bludgeoned|shot|crushed|mauled|whipped|kicked|starved) to death\b"
+            r"|\b(?:his|her|their|its|a|the) (?:head|face|arm|arms|leg|legs|limbs|fingers|hand|hands|feet|foot|jaw|"
+            r"ears|nose|tongue|eyes|skin|scalp|genitals) (?:being )?(?:blown|ripped|torn|hacked|chopped|sawn|sawed|"
+            r"sliced|peeled|burned|burnt|cut|bitten|gouged) (?:off|out|away|apart)\b"
+            r"|\b(?:guts|entrails|innards|brains|organs|viscera|bowels)(?: \w+)? (?:spilling|spilled|spilt|hanging out|"
+            r"pulled out|ripped out|torn out|splattered|blown out|everywhere|spattered|oozing|falling out)\b"
+            r"|\b(?:spilling|pulling|ripping|tearing|blowing|gouging|cutting) (?:out )?(?:his|her|their|its|the|a "
+            r"person s|a man s|a woman s) (?:guts|entrails|intestines|brains|innards|eyes|eye|tongue|heart)\b"
+            r"|\b(?:blood|gore) (?:pouring|spraying|gushing|spurting|pooling|splattering|squirting)\b"
         )
 
     def positive(self, texts: Sequence[str], tags: Mapping[str, str], raw: str) -> list[Finding]:
@@ -240,6 +313,9 @@ class RuleSet:
         targeted = _MENTION.search(raw) is not None or any(_TARGET.search(t) for t in texts)
         if targeted and any(_HARASS.search(t) for t in texts):
             found.append(Finding("harassment", "rules", "harassment-targeted"))
+        people = "people" in tags or "adults" in tags or "minors" in tags
+        if (people and any(_SEX_ACT.search(t) for t in texts)) or any(_SEX_STRIP.search(t) for t in texts):
+            found.append(Finding("sexual", "rules", "sexual-act"))
         if any(_ILLICIT.search(t) for t in texts):
             found.append(Finding("illicit", "rules", "illicit-instructions"))
         elif any(_CRIME.search(t) for t in texts):

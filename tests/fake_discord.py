@@ -315,6 +315,12 @@ class FakeDiscord:
             if component.get("type") == 2 and "custom_id" in component
         ]
 
+    def add_channel(self, channel_id: int, *, nsfw: bool = False) -> None:
+        """A channel of the guild besides the default one (the bot learns of it at its next connect)."""
+        self._channels.add(channel_id)
+        if nsfw:
+            self.nsfw_channels.add(channel_id)
+
     def channel_messages(self, channel_id: int | None = None) -> list[FakeMessage]:
         wanted = channel_id or self.channel_id
         return [m for _, m in sorted(self._messages.items()) if m.channel_id == wanted and not m.deleted]

@@ -336,3 +336,13 @@ def test_letter_runs_and_variants() -> None:
     assert letter_runs("i am a cat") == []
     assert variants("naaaked") == ("naaaked", "naked", "naaked")
     assert variants("plain") == ("plain",)
+
+
+def test_modifiers_said_of_a_thing_alone_are_left_to_the_classifier() -> None:
+    for prompt in ("a sexy vintage motorcycle", "a decapitated marble statue in a garden"):
+        assert not any(f.layer == "blocklist" for f in LISTS_ONLY.findings(prompt)), prompt
+    for prompt, category in (
+        ("a sexy woman next to a motorcycle", "sexual"),
+        ("a beheaded man by a statue", "violence/graphic"),
+    ):
+        assert LISTS_ONLY.check(prompt).category == category, prompt
