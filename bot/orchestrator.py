@@ -28,6 +28,8 @@ from moderation.prompt_gate import PromptGate
 
 log = logging.getLogger(__name__)
 
+_IDLE_POLL_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -389,9 +391,13 @@ class Orchestrator:
         watchdog = self.settings.bot.watchdog_seconds
         last_event = last_progress = last_position_check = time.monotonic()
         warned = False
+        # Poll quickly while events flow, more slowly while the job waits: with hundreds of jobs waiting,
+        # a fixed fast poll would keep the database and the event loop busy for nothing.
+        pause = self.poll_seconds
         while True:
             events = await asyncio.to_thread(self.queue.events, job_id, cursor)
             now = time.monotonic()
+            pause = self.poll_seconds if events else min(pause * 1.5, max(self.poll_seconds, _IDLE_POLL_SECONDS))
             for event_cursor, event in events:
                 cursor = event_cursor
                 last_event, warned = now, False
@@ -415,7 +421,7 @@ class Orchestrator:
             if not warned and now - last_event >= watchdog:
                 warned = True
                 await reporter.still_waiting(record)
-            await asyncio.sleep(self.poll_seconds)
+            await asyncio.sleep(pause)
 
     async def _eta(self, record: JobRecord, position: QueuePosition | None) -> float | None:
         """Seconds until this job's images are done, from the engines' measured throughput; None if unknown."""

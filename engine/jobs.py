@@ -7,6 +7,7 @@ different releases sharing one queue fail loudly instead of misreading each othe
 from __future__ import annotations
 
 import base64
+import io
 import json
 import secrets
 import time
@@ -17,6 +18,22 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 MAX_SEED = 2**32 - 1
+DEFAULT_STRENGTH = 0.6  # image-to-image: how far from the source when a spec leaves strength out
+
+
+def source_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an image from its header, each rounded down to a multiple of 8.
+
+    Reads only the header, so it is cheap; `ValueError` when PIL cannot tell what the bytes are.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception as exc:  # PIL raises many kinds of error for bytes that are no image
+        raise ValueError(f"not an image PIL can read ({type(exc).__name__})") from exc
+    return width // 8 * 8, height // 8 * 8
 
 
 def random_seed() -> int:
@@ -42,6 +59,16 @@ class GenerationSpec:
     # A LoRA style by name, and how strongly it applies (None: the style's own default).
     style: str | None = None
     style_strength: float | None = None
+    # Image-to-image: the source image (PNG or anything PIL reads) and how far from it to go (0 < s <= 1;
+    # None: DEFAULT_STRENGTH). The source is resized to width x height; a size left out is the source's own.
+    init_image: bytes | None = field(default=None, repr=False)
+    strength: float | None = None
+
+    def effective_strength(self) -> float | None:
+        """The strength an image-to-image spec runs at; None for text-to-image (where strength is ignored)."""
+        if self.init_image is None:
+            return None
+        return DEFAULT_STRENGTH if self.strength is None else float(self.strength)
 
     def seeds(self) -> list[int]:
         """One seed per image: image i uses seed + i, so every image can be reproduced alone."""
@@ -60,12 +87,32 @@ class Job:
     def batch_key(self) -> str:
         """Jobs with equal keys can share one pipeline call: everything but prompts and seeds matches."""
         spec = self.spec
-        return json.dumps(
-            [self.model, spec.width, spec.height, spec.steps, spec.guidance_scale, spec.style, spec.style_strength]
-        )
+        key: list[Any] = [
+            self.model,
+            spec.width,
+            spec.height,
+            spec.steps,
+            spec.guidance_scale,
+            spec.style,
+            spec.style_strength,
+        ]
+        if spec.init_image is not None:
+            # Image-to-image jobs with different sources can share a call (one source per image), but only at
+            # one strength and one output size; a size left out comes from the source.
+            size: Any = None
+            if spec.width is None or spec.height is None:
+                try:
+                    size = list(source_size(spec.init_image))
+                except ValueError:
+                    size = "unreadable"
+            key += ["img2img", spec.effective_strength(), size]
+        return json.dumps(key)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        init_image = self.spec.init_image
+        data["spec"]["init_image"] = base64.b64encode(init_image).decode("ascii") if init_image is not None else None
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Job:
@@ -73,10 +120,13 @@ class Job:
         version = data.get("version")
         if version != SCHEMA_VERSION:
             raise ValueError(f"job schema version {version!r} is not supported (this engine speaks {SCHEMA_VERSION})")
+        spec = dict(data["spec"])
+        if spec.get("init_image") is not None:
+            spec["init_image"] = base64.b64decode(spec["init_image"], validate=True)
         return cls(
             id=data["id"],
             model=data["model"],
-            spec=GenerationSpec(**data["spec"]),
+            spec=GenerationSpec(**spec),
             created_at=data["created_at"],
             version=version,
         )

@@ -7,6 +7,7 @@ Values that are not Latin-1 (emoji, CJK prompts) go into UTF-8 iTXt chunks; the 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -25,16 +26,31 @@ def _a1111_value(value: str) -> str:
 
 
 def a1111_parameters(
-    *, prompt: str, negative_prompt: str, seed: int, model: str, steps: int, guidance: float, width: int, height: int
+    *,
+    prompt: str,
+    negative_prompt: str,
+    seed: int,
+    model: str,
+    steps: int,
+    guidance: float,
+    width: int,
+    height: int,
+    denoising_strength: float | None = None,
 ) -> str:
-    """The "parameters" text AUTOMATIC1111 writes; the negative line is left out when empty, as A1111 does."""
+    """The "parameters" text AUTOMATIC1111 writes; the negative line is left out when empty, as A1111 does.
+
+    `denoising_strength` (image-to-image) is written as A1111's img2img tab writes it.
+    """
     lines = [prompt]
     if negative_prompt:
         lines.append(f"Negative prompt: {negative_prompt}")
-    lines.append(
+    settings = (
         f"Steps: {steps}, CFG scale: {float(guidance)}, Seed: {seed}, Size: {width}x{height}, "
         f"Model: {_a1111_value(model)}"
     )
+    if denoising_strength is not None:
+        settings += f", Denoising strength: {float(denoising_strength)}"
+    lines.append(settings)
     return "\n".join(lines)
 
 
@@ -51,8 +67,14 @@ def encode_png(
     height: int,
     style: str | None = None,
     style_strength: float | None = None,
+    strength: float | None = None,
+    source_image: bytes | None = None,
 ) -> bytes:
-    """Encode `image` as PNG bytes carrying the settings that made it and a plain AI-generated statement."""
+    """Encode `image` as PNG bytes carrying the settings that made it and a plain AI-generated statement.
+
+    For image-to-image pass the `strength` and the `source_image` bytes: the PNG then records the strength and
+    the source's SHA-256 ("source_image": "sha256:<hex>"), so the source can be matched later.
+    """
     chunks = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
@@ -71,8 +93,13 @@ def encode_png(
             guidance=guidance,
             width=width,
             height=height,
+            denoising_strength=strength if source_image is not None else None,
         ),
     }
+    if source_image is not None:
+        chunks["source_image"] = "sha256:" + hashlib.sha256(source_image).hexdigest()
+        if strength is not None:
+            chunks["strength"] = str(float(strength))
     if style is not None:
         chunks["style"] = style
         chunks["style_strength"] = str(1.0 if style_strength is None else float(style_strength))

@@ -1,5 +1,8 @@
 """Load diffusers text-to-image pipelines and turn `GenerationSpec`s into PNGs, many specs in one pipeline call.
 
+A spec with an `init_image` is image-to-image (variations, upscales): it runs the model's image-to-image
+pipeline, built from the loaded one with `AutoPipelineForImage2Image.from_pipe` (same weights, no reload).
+
 diffusers is mostly untyped, so the pipeline object is `Any` at this boundary; what we hand out is typed.
 A `LoadedModel` runs one generation at a time (a diffusers pipeline keeps per-call state on itself); `ModelPool`
 keeps the few models an engine serves loaded, least recently used out first.
@@ -11,6 +14,7 @@ import contextlib
 import importlib
 import json
 import logging
+import math
 import threading
 import time
 import warnings
@@ -21,11 +25,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from PIL import Image
 
 from engine.device import DeviceUnavailable, pick_device, pick_dtype
 from engine.errors import InvalidRequest, JobCancelled, ModelLoadError
 from engine.jobs import GeneratedImage, GenerationSpec
-from engine.limits import Limits
+from engine.limits import Limits, decode_init_image
 from engine.memory import free_memory
 from engine.metadata import encode_png
 from engine.options import EngineOptions
@@ -92,6 +97,8 @@ class LoadedModel:
     # Safe Latent Diffusion: the same components in diffusers' SLD pipeline, and its level.
     safe_pipe: Any = None
     sld_level: str = "off"
+    # The image-to-image pipeline over the same components, built on first use.
+    img2img_pipe: Any = None
 
     @property
     def denoiser(self) -> Any:
@@ -529,6 +536,8 @@ def unload_model(model: LoadedModel) -> None:
     if model.offload != "none" and hasattr(pipe, "remove_all_hooks"):
         pipe.remove_all_hooks()
     model.pipe = None
+    model.img2img_pipe = None
+    model.safe_pipe = None
     model.unloaded = True
     model.adapters.clear()
     model.active_style = None
@@ -651,31 +660,42 @@ class _Settings:
     guidance: float
     style: str | None
     style_strength: float | None
+    strength: float | None  # image-to-image strength; None for text-to-image
 
 
-def _settings(model: LoadedModel, spec: GenerationSpec) -> _Settings:
+def _settings(model: LoadedModel, spec: GenerationSpec, source: Image.Image | None) -> _Settings:
+    if source is not None:  # image-to-image: a size left out is the source's, rounded down to a multiple of 8
+        width = source.width // 8 * 8 if spec.width is None else spec.width
+        height = source.height // 8 * 8 if spec.height is None else spec.height
+    else:
+        width = spec.width or model.default_width
+        height = spec.height or model.default_height
     return _Settings(
-        width=spec.width or model.default_width,
-        height=spec.height or model.default_height,
+        width=width,
+        height=height,
         steps=spec.steps or model.default_steps,
         guidance=model.default_guidance if spec.guidance_scale is None else float(spec.guidance_scale),
         style=spec.style,
         style_strength=spec.style_strength,
+        strength=spec.effective_strength(),
     )
 
 
-def _shared_settings(model: LoadedModel, specs: Sequence[GenerationSpec]) -> _Settings:
+def _shared_settings(
+    model: LoadedModel, specs: Sequence[GenerationSpec], sources: Sequence[Image.Image | None]
+) -> _Settings:
     for spec in specs:
         if spec.count < 1:
             raise InvalidRequest("count", f"count must be at least 1 (got {spec.count}).")
-    first = _settings(model, specs[0])
+    first = _settings(model, specs[0], sources[0])
     for index, spec in enumerate(specs[1:], start=1):
-        other = _settings(model, spec)
+        other = _settings(model, spec, sources[index])
         if other != first:
             differing = [name for name in first.__dataclass_fields__ if getattr(first, name) != getattr(other, name)]
             raise ValueError(
                 f"generate_batch: spec {index} differs from spec 0 in {', '.join(differing)}; one pipeline call "
-                "needs the same size, steps, guidance and style for every spec (group them by Job.batch_key)."
+                "needs the same size, steps, guidance, style and image-to-image strength for every spec (group "
+                "them by Job.batch_key)."
             )
     for label, value in (("width", first.width), ("height", first.height)):
         if value % 8 or value <= 0:
@@ -710,6 +730,48 @@ def _accepts(pipe: Any, parameter: str) -> bool:
     return parameter in inspect.signature(pipe.__call__).parameters
 
 
+def image_to_image_steps(steps: int, strength: float) -> tuple[int, int]:
+    """(steps to ask the pipeline for, denoising steps that then run) for image-to-image at `strength`.
+
+    diffusers' img2img pipelines skip the first (1 - strength) of the schedule and run int(steps * strength)
+    steps; when that is 0 (SD-Turbo's single step at 0.6) they fail, so ask for just enough steps for one.
+    """
+    asked = max(steps, math.ceil(1 / strength))
+    while int(asked * strength) < 1:  # float rounding, e.g. ceil(1 / s) * s = 0.999...
+        asked += 1
+    return asked, min(int(asked * strength), asked)
+
+
+def _image_to_image_pipeline(model: LoadedModel) -> Any:
+    """The model's image-to-image pipeline over the same components (weights, LoRA adapters, compiled denoiser).
+
+    Built once per model with `AutoPipelineForImage2Image.from_pipe`. A Safe Latent Diffusion model gets the
+    plain img2img pipeline: diffusers has no SLD image-to-image pipeline.
+    """
+    if model.img2img_pipe is None:
+        from diffusers import AutoPipelineForImage2Image
+
+        try:
+            pipe: Any = cast(Any, AutoPipelineForImage2Image).from_pipe(model.pipe)
+        except ValueError as exc:  # diffusers knows no image-to-image pipeline for this model's class
+            raise InvalidRequest(
+                "init_image",
+                f"The model {model.name!r} ({type(model.pipe).__name__}) cannot draw from a source image: "
+                "variations and upscales need another model.",
+            ) from exc
+        pipe.set_progress_bar_config(disable=True)
+        model.img2img_pipe = pipe
+    return model.img2img_pipe
+
+
+def _fit_source(source: Image.Image, width: int, height: int) -> Image.Image:
+    """The source as RGB at exactly width x height (Lanczos), as the image-to-image pipeline gets it."""
+    image = source.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    return image
+
+
 def generate_batch(
     model: LoadedModel,
     specs: Sequence[GenerationSpec],
@@ -729,6 +791,10 @@ def generate_batch(
     don't keep or modify it). When `should_stop()` turns true the remaining steps are skipped and `JobCancelled`
     is raised. `styles` applies `GenerationSpec.style` (a LoRA); without a library a style is an
     `InvalidRequest`. `limits`, when given, is checked for every spec.
+
+    Specs with an `init_image` (all of them or none, at one strength) run image-to-image: each source is resized
+    to the batch's size (Lanczos) and denoised from `strength` of the way; that runs int(steps * strength)
+    steps, which is the total `on_step` sees (see `image_to_image_steps`).
     """
     if model.unloaded:
         raise ModelLoadError(f"Model {model.name!r} was unloaded; get it from the pool again.")
@@ -737,9 +803,25 @@ def generate_batch(
     if limits is not None:
         for spec in specs:
             limits.check(spec)
-    settings = _shared_settings(model, specs)
+    sources = [decode_init_image(spec.init_image) if spec.init_image is not None else None for spec in specs]
+    settings = _shared_settings(model, specs, sources)
     if should_stop is not None and should_stop():
         raise JobCancelled("cancelled before generation started")
+    steps = settings.steps
+    denoising_steps = steps
+    if settings.strength is not None:
+        if not (math.isfinite(settings.strength) and 0 < settings.strength <= 1):
+            raise InvalidRequest("strength", f"strength must be above 0 and at most 1 (got {settings.strength}).")
+        steps, denoising_steps = image_to_image_steps(settings.steps, settings.strength)
+        scheduler_steps = int(getattr(model.pipe.scheduler.config, "num_train_timesteps", 1000))
+        if steps > scheduler_steps:
+            raise InvalidRequest(
+                "strength",
+                f"strength {settings.strength} is too low for this model: use at least {1 / scheduler_steps:g}.",
+            )
+        pipe = _image_to_image_pipeline(model)
+    else:
+        pipe = model.pipe
 
     if styles is not None:
         styles.apply(model, settings.style, settings.style_strength)
@@ -749,19 +831,17 @@ def generate_batch(
         clear_style(model)
     _set_vae_tiling(model, settings.width, settings.height)
 
-    pipe = model.pipe
     prompts = [spec.prompt for spec in specs for _ in range(spec.count)]
     negatives = [spec.negative_prompt for spec in specs for _ in range(spec.count)]
     seeds = [seed for spec in specs for seed in spec.seeds()]
     generator_device = _generator_device(model.device)
     generators = [torch.Generator(device=generator_device).manual_seed(seed) for seed in seeds]
-    steps = settings.steps
     stopped = False
 
     def step_end(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
         nonlocal stopped
         if on_step is not None:
-            total = int(getattr(pipeline, "num_timesteps", steps) or steps)
+            total = int(getattr(pipeline, "num_timesteps", denoising_steps) or denoising_steps)
             on_step(step + 1, total, callback_kwargs.get("latents"))
         if should_stop is not None and not stopped and should_stop():
             stopped = True
@@ -782,11 +862,27 @@ def generate_batch(
     # an empty one equals passing none, so only send them when there is something to send. "" fills the gaps.
     if any(negatives) and _accepts(pipe, "negative_prompt"):
         call["negative_prompt"] = negatives
+    if settings.strength is not None:
+        # One source per image, in output order; each image's own generator also draws its VAE-encode sample.
+        fitted = [
+            (spec.count, _fit_source(source, settings.width, settings.height))
+            for spec, source in zip(specs, sources, strict=True)
+            if source is not None
+        ]
+        call["image"] = [image for count, image in fitted for _ in range(count)]
+        call["strength"] = settings.strength
+        for name in ("width", "height"):  # SD/SDXL img2img take the size from the image; Flux's takes both
+            if not _accepts(pipe, name):
+                del call[name]
     with torch.inference_mode():
-        if model.safe_pipe is not None:
+        if model.safe_pipe is not None and settings.strength is None:
             output: Any = _call_safe(model, call, on_step, should_stop, steps)
         else:
             output = pipe(**call)
+    if settings.strength is not None and model.offload == "model":
+        # The shared components' offload hooks belong to the text-to-image pipeline: let it move them off the GPU,
+        # as its own calls do at their end.
+        model.pipe.maybe_free_model_hooks()
     if stopped:
         raise JobCancelled("cancelled during generation")
 
@@ -812,6 +908,8 @@ def generate_batch(
                 height=image.height,
                 style=spec.style,
                 style_strength=spec.style_strength,
+                strength=settings.strength,
+                source_image=spec.init_image,
             )
             images.append(
                 GeneratedImage(index=index, seed=seed, width=image.width, height=image.height, png=png, flagged=flagged)

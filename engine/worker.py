@@ -245,6 +245,8 @@ class Worker:
             if len(jobs) > 1:
                 log.warning("batch failed (%s); running its jobs one by one to find the cause", error)
                 return {k: v for job in jobs for k, v in self._run_splitting(batch, [job]).items()}
+            if isinstance(error, InvalidRequest):  # found only once the model was loaded (e.g. no image-to-image)
+                return {jobs[0].id: error.message}
             log.exception("job %s failed", jobs[0].id)
             return {jobs[0].id: f"The engine could not make this image ({type(error).__name__}). Try again later."}
 

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -124,7 +125,18 @@ class NudeNetClassifier:
         with self._lock:
             if self._detector is None:
                 nudenet = importlib.import_module("nudenet")
-                self._detector = nudenet.NudeDetector()  # the 320n model bundled in the wheel
+                onnxruntime = importlib.import_module("onnxruntime")
+                detector = nudenet.NudeDetector()  # the 320n model bundled in the wheel
+                # One inference thread: onnxruntime's default takes every core, which starves the bot's
+                # event loop in the same process (late acknowledgements) to save a few ms per image.
+                options = onnxruntime.SessionOptions()
+                options.intra_op_num_threads = 1
+                options.inter_op_num_threads = 1
+                model_path = Path(str(nudenet.__file__)).with_name("320n.onnx")
+                detector.onnx_session = onnxruntime.InferenceSession(
+                    str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+                )
+                self._detector = detector
             return self._detector
 
     def classify(self, image: Image.Image) -> dict[str, float]:

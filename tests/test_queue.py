@@ -115,6 +115,20 @@ def test_a_job_larger_than_the_limit_still_runs_alone(queue: JobQueue) -> None:
     assert [job.id for job in batch] == ["big"]
 
 
+def test_image_to_image_jobs_keep_their_source_and_batch_apart_from_text_to_image(queue: JobQueue) -> None:
+    def variation(job_id: str, source: bytes, strength: float | None = None) -> Job:
+        spec = GenerationSpec(prompt="p", seed=7, init_image=source, strength=strength, width=64, height=64)
+        return Job(id=job_id, model="tiny", spec=spec)
+
+    first, second = b"\x89PNG source one\x00\xff", b"\x89PNG source two"  # the queue never decodes them
+    submitted = [variation("v1", first), make_job("text"), variation("v2", second), variation("v3", first, 0.3)]
+    for job in submitted:
+        queue.submit(job)
+    batches = [queue.claim("w1", models=MODELS, max_images=8, timeout=0) for _ in range(3)]
+    assert [[job.id for job in batch] for batch in batches] == [["v1", "v2"], ["text"], ["v3"]]
+    assert [job for batch in batches for job in batch] == [submitted[0], submitted[2], submitted[1], submitted[3]]
+
+
 def test_engines_prefer_their_loaded_model_until_a_job_waits_too_long(make_queue: QueueFactory) -> None:
     queue = make_queue(prefer_loaded_for_seconds=0.3)
     queue.submit(make_job("old-other", model="other"))
