@@ -147,7 +147,7 @@ async def _delete(client: ImagineClient, interaction: discord.Interaction, job: 
         pass  # already gone
     except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
         log.warning("could not delete the result of job %s: %s", job.id, error)
-        await _ephemeral(interaction, "❌ Discord would not delete that message just now. Try again in a moment.")
+        await _ephemeral(interaction, text.delete_failed())
         return
     await asyncio.to_thread(
         store.record_action, actor, "delete", allowed=True, job_id=job.id, guild_id=guild, detail=detail

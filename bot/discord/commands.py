@@ -18,6 +18,7 @@ from bot.aspect import ASPECTS, parse_size
 from bot.discord import text
 from bot.discord.permissions import is_moderator
 from bot.discord.reporter import InteractionReporter, delivery_data
+from bot.orchestrator import Refusal
 from bot.prompt_params import valid_parameters
 from bot.requests import ImagineRequest
 from engine.errors import InvalidRequest
@@ -113,8 +114,6 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
             try:
                 width, height = parse_size(size)
             except InvalidRequest as error:
-                from bot.orchestrator import Refusal
-
                 await reporter.refused(Refusal("invalid", error.message))
                 return
         request = ImagineRequest(
@@ -229,8 +228,7 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
         store = client.orchestrator.store
         user_id = str(interaction.user.id)
         if model is not None and model not in client.settings.registry.names():
-            choices = ", ".join(client.settings.registry.names())
-            await _reply(interaction, f"⚠️ There is no model called {model!r}. Choose one of: {choices}.")
+            await _reply(interaction, text.unknown_model(model, client.settings.registry.names()))
             return
         current = {} if reset else await asyncio.to_thread(store.user_settings, "discord", user_id)
         changes = {"model": model, "aspect": aspect, "steps": steps, "private": private}
@@ -243,14 +241,7 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
 
     @app_commands.command(name="help", description="What this bot does, its rules, and how to appeal")
     async def help_command(interaction: discord.Interaction) -> None:
-        client = _client(interaction)
-        review = client.settings.discord.review_channel_id
-        appeal = (
-            "if a prompt or image of yours was stopped and you think that is wrong, use 🚩 on a result or ask a "
-            "moderator of this server"
-            + (f" (they work in <#{review}>)" if review else "")
-            + "; every decision is recorded, so it can be looked at again."
-        )
+        appeal = text.appeal_hint(_client(interaction).settings.discord.review_channel_id)
         await interaction.response.send_message(text.help_text(valid_parameters(), appeal), ephemeral=True)
 
     return [imagine, queue, cancel, info, settings, help_command]

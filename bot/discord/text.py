@@ -249,5 +249,17 @@ def help_text(parameters: str, appeal_hint: str) -> str:
     )
 
 
-def dms_closed() -> str:
-    return "Images are not made in direct messages here. Use the bot in a server channel."
+def unknown_model(name: str, choices: list[str]) -> str:
+    return f"⚠️ There is no model called {quote_prompt(name, 60)!r}. Choose one of: {', '.join(choices)}."
+
+
+def delete_failed() -> str:
+    return "❌ Discord would not delete that message just now. Try again in a moment."
+
+
+def appeal_hint(review_channel_id: int | None) -> str:
+    where = f" (they work in <#{review_channel_id}>)" if review_channel_id else ""
+    return (
+        "if a prompt or image of yours was stopped and you think that is wrong, use 🚩 on a result or ask a "
+        f"moderator of this server{where}; every decision is recorded, so it can be looked at again."
+    )
