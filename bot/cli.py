@@ -10,12 +10,17 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings, describe_options, find_config_file, load_settings
 from bot.errors import ImagineError, UsageError
 from engine.errors import EngineError, InvalidRequest
 from engine.jobs import MAX_SEED, GenerationSpec, random_seed
+
+if TYPE_CHECKING:
+    from moderation.audit import AuditEntry, AuditLog
 
 
 def _seed(value: str) -> int:
@@ -46,6 +51,53 @@ def _size(value: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def _number(name: str) -> type[float]:
+    def parse(value: str) -> float:
+        try:
+            return float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number (got {value!r})") from None
+
+    parse.__name__ = name
+    return parse  # type: ignore[return-value]
+
+
+def _add_train_parser(commands: Any) -> None:
+    train = commands.add_parser("train", help="fine-tune a LoRA on your own images, to serve as a style")
+    train.add_argument("data", type=Path, help="image folder: .txt captions, metadata.jsonl, or --instance-prompt")
+    train.add_argument("--base", required=True, metavar="MODEL", help="model to train on (hub id, folder, name)")
+    train.add_argument("--output", required=True, type=Path, metavar="OUT", help="folder for the LoRA and more")
+    train.add_argument("--steps", required=True, type=_whole("steps"), help="optimiser steps")
+    train.add_argument("--rank", type=_whole("rank"), default=16, help="LoRA rank (default 16)")
+    train.add_argument("--alpha", type=_number("alpha"), help="LoRA alpha (default: the rank)")
+    train.add_argument("--learning-rate", type=_number("learning rate"), default=1e-4, help="(default 1e-4)")
+    train.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"), default="constant")
+    train.add_argument("--warmup-steps", type=_whole("warmup steps"), default=0)
+    train.add_argument("--batch-size", type=_whole("batch size"), default=1)
+    train.add_argument("--gradient-accumulation", type=_whole("gradient accumulation"), default=1)
+    train.add_argument("--resolution", type=_whole("resolution"), default=512, help="pixels (default 512)")
+    train.add_argument("--crop", choices=("center", "random"), default="center")
+    train.add_argument("--buckets", action="store_true", help="group images by aspect ratio instead of square crops")
+    train.add_argument("--flip", action="store_true", help="mirror half the images at random")
+    train.add_argument("--caption-dropout", type=_number("caption dropout"), default=0.0, metavar="P")
+    train.add_argument("--min-snr-gamma", type=_number("min-SNR gamma"), metavar="G", help="e.g. 5")
+    train.add_argument("--noise-offset", type=_number("noise offset"), default=0.0, help="e.g. 0.05")
+    train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no", help="GPU only")
+    train.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
+    train.add_argument("--seed", type=_seed, default=0)
+    train.add_argument("--instance-prompt", metavar="TEXT", help="one caption for every image (DreamBooth)")
+    train.add_argument("--class-prompt", metavar="TEXT", help="prior preservation: the class, e.g. 'a dog'")
+    train.add_argument("--class-data", type=Path, metavar="DIR", help="class images (made by the model if short)")
+    train.add_argument("--num-class-images", type=_whole("number of class images"), default=100)
+    train.add_argument("--prior-loss-weight", type=_number("prior loss weight"), default=1.0)
+    train.add_argument("--validation-prompt", action="append", default=[], metavar="TEXT", help="repeatable")
+    train.add_argument("--validation-every", type=_whole("validation interval"), metavar="K")
+    train.add_argument("--checkpoint-every", type=_whole("checkpoint interval"), metavar="K")
+    train.add_argument("--resume", metavar="CHECKPOINT", help="a checkpoint folder, or latest")
+    train.add_argument("--kohya", action="store_true", help="also write a kohya-format file")
+    train.add_argument("--style", metavar="NAME", help="also install the result in the styles folder as NAME")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagine", description="Self-hosted image generation for Discord.")
     parser.add_argument("--config", metavar="PATH", help="settings file (default: $IMAGINE_CONFIG or ./imagine.toml)")
@@ -72,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
     generate.add_argument("--style", help="a LoRA style from the styles folder")
     generate.add_argument("--style-strength", type=float, help="how strongly the style applies (0 to 2)")
+    generate.add_argument("--lora", type=Path, metavar="PATH", help="a LoRA file, or an `imagine train` output folder")
+    generate.add_argument(
+        "--lora-scale", type=float, default=1.0, metavar="S", help="LoRA strength, 0 to 2 (default 1)"
+    )
+    _add_train_parser(commands)
 
     db = commands.add_parser("db", help="database tasks")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="TASK")
@@ -97,6 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("file", type=Path)
 
+    audit = commands.add_parser("audit", help="the moderators' tamper-evident audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="TASK")
+    audit_commands.add_parser(
+        "verify", help="check every entry's hash and link (exit 0), or name the first bad entry (exit 1)"
+    )
+    show = audit_commands.add_parser("show", help="print entries, oldest first")
+    show.add_argument("--user", metavar="ID", help="entries about this member")
+    show.add_argument("--guild", metavar="ID", help="entries from this server")
+    show.add_argument("--job", metavar="ID", help="entries about this job")
+    show.add_argument("--category", metavar="C", help="entries with this category (e.g. sexual)")
+    show.add_argument("--event", metavar="E", help="entries of this event (e.g. mod.ban)")
+    show.add_argument("--since", metavar="ISO", help="from this time on (inclusive; UTC unless an offset is given)")
+    show.add_argument("--until", metavar="ISO", help="before this time (exclusive; UTC unless an offset is given)")
+    show.add_argument("--limit", metavar="N", help="only the newest N entries")
+    show.add_argument("--format", choices=("table", "jsonl", "csv"), default="table", help="(default: table)")
+
     config = commands.add_parser("config", help="show the settings in effect (secrets hidden)")
     config.add_argument("--list", action="store_true", help="list every setting and its environment variable")
     return parser
@@ -115,6 +188,20 @@ def _hide_progress_bars() -> None:
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def _check_lora(args: argparse.Namespace) -> None:
+    from engine.training import TrainingUsageError
+    from engine.training.export import lora_file
+
+    if args.style is not None:
+        raise UsageError("use --style or --lora, not both")
+    if not 0 <= args.lora_scale <= 2:
+        raise UsageError(f"--lora-scale must be from 0 to 2 (got {args.lora_scale})")
+    try:
+        lora_file(args.lora)
+    except TrainingUsageError as error:
+        raise UsageError(str(error)) from error
 
 
 def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
@@ -144,8 +231,14 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     styles = StyleLibrary(settings.styles_dir)
     if spec.style is not None:
         styles.check(spec.style, spec.style_strength)
+    if args.lora is not None:
+        _check_lora(args)
     _hide_progress_bars()
     model = load_model_spec(model_spec, settings.engine_options())
+    if args.lora is not None:
+        from engine.training.export import apply_lora
+
+        apply_lora(model.pipe, args.lora, args.lora_scale)
     started = time.monotonic()
     images = generate(model, spec, limits=limits, styles=styles)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -155,6 +248,77 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         path.write_bytes(image.png)
         print(path)
     print(f"{len(images)} image(s) in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.training import DatasetError, TrainConfig, TrainingUsageError
+
+    spec = next((m for m in settings.registry if m.name == args.base), None)
+    config = TrainConfig(
+        data=args.data,
+        base=args.base,
+        output=args.output,
+        steps=args.steps,
+        rank=args.rank,
+        alpha=args.alpha,
+        learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
+        batch_size=args.batch_size,
+        gradient_accumulation=args.gradient_accumulation,
+        resolution=args.resolution,
+        crop=args.crop,
+        buckets=args.buckets,
+        flip=args.flip,
+        caption_dropout=args.caption_dropout,
+        min_snr_gamma=args.min_snr_gamma,
+        noise_offset=args.noise_offset,
+        mixed_precision=args.mixed_precision,
+        gradient_checkpointing=args.gradient_checkpointing,
+        seed=args.seed,
+        instance_prompt=args.instance_prompt,
+        class_prompt=args.class_prompt,
+        class_data=args.class_data,
+        num_class_images=args.num_class_images,
+        prior_loss_weight=args.prior_loss_weight,
+        validation_prompts=args.validation_prompt,
+        validation_every=args.validation_every,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        kohya=args.kohya,
+        device=settings.engine.device,
+    )
+    try:
+        config.check()  # options and data before torch is imported: a typo costs no wait
+        from engine.training.dataset import load_examples
+
+        examples = load_examples(
+            config.data,
+            resolution=config.resolution,
+            instance_prompt=config.instance_prompt,
+            batch_size=args.batch_size,
+        )
+        from engine.training.lora import prepare, train
+
+        prepared = prepare(config, examples)
+        _hide_progress_bars()
+        result = train(config, spec=spec, prepared=prepared)
+        if args.style is not None:
+            from engine.training.export import register_style
+
+            described = config.instance_prompt or f"trained on {config.data}"
+            print(register_style(result.lora, settings.styles_dir, args.style, description=described))
+    except (TrainingUsageError, DatasetError) as error:
+        raise UsageError(str(error)) from error
+    print(result.lora)
+    if result.kohya is not None:
+        print(result.kohya)
+    print(
+        f"trained to step {result.step} in {result.seconds:.0f}s; loss on fixed probe examples "
+        f"{result.probe_before:.4f} -> {result.probe_after:.4f}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -233,9 +397,116 @@ def cmd_provenance_verify(args: argparse.Namespace) -> int:
     return 0 if report.marked else 1
 
 
+def _audit_table(entries: Sequence[AuditEntry]) -> list[str]:
+    import json
+
+    header = ("id", "at (UTC)", "event", "actor", "user", "guild", "job", "category", "data")
+    rows = [
+        (
+            str(entry.id),
+            entry.at.strftime("%Y-%m-%d %H:%M:%S"),
+            entry.event,
+            *(value or "-" for value in (entry.actor_id, entry.user_id, entry.guild_id, entry.job_id, entry.category)),
+            "[redacted]" if entry.redacted else json.dumps(entry.data, ensure_ascii=False, sort_keys=True),
+        )
+        for entry in entries
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    return [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def _audit_time(option: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UsageError(
+            f"{option} must be an ISO date or time such as 2026-01-31 or 2026-01-31T18:00:00+01:00 (got {value!r})"
+        ) from None
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _audit_limit(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise UsageError(f"--limit must be a whole number of 1 or more (got {value!r})")
+    return limit
+
+
+def _audit_verify(log: AuditLog) -> int:
+    result = log.verify()
+    if not result.ok:
+        print(f"audit log damaged at entry {result.first_bad_id}: {result.reason}")
+        return 1
+    print(f"audit log intact: {result.entries} entries")
+    if result.last_hash:
+        print(f"newest entry hash: {result.last_hash}")
+    return 0
+
+
+def _audit_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """`AuditLog.query` arguments from `imagine audit show`'s options; bad ones raise UsageError."""
+    since, until = _audit_time("--since", args.since), _audit_time("--until", args.until)
+    if since is not None and until is not None and _aware(since) >= _aware(until):
+        raise UsageError("--since must be earlier than --until")
+    return {
+        "user_id": args.user,
+        "guild_id": args.guild,
+        "job_id": args.job,
+        "category": args.category,
+        "event": args.event,
+        "since": since,
+        "until": until,
+        "limit": _audit_limit(args.limit),
+    }
+
+
+def _audit_show(log: AuditLog, filters: dict[str, Any], output: str) -> int:
+    from moderation.audit import export_csv, export_jsonl
+
+    entries = log.query(**filters)
+    if output == "jsonl":
+        export_jsonl(entries, sys.stdout)
+    elif output == "csv":
+        export_csv(entries, sys.stdout)
+    elif entries:
+        print("\n".join(_audit_table(entries)))
+    else:
+        print("no audit entries match", file=sys.stderr)
+    return 0
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.db.migrate import connect, upgrade
+    from moderation.audit import AuditLog
+
+    filters = _audit_filters(args) if args.audit_command == "show" else {}  # checked before the database opens
+    database = connect(settings.database_url)
+    try:
+        upgrade(database)
+        log = AuditLog(database)
+        return _audit_verify(log) if args.audit_command == "verify" else _audit_show(log, filters, args.format)
+    finally:
+        database.dispose()
+
+
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "generate":
         return cmd_generate(settings, args)
+    if args.command == "train":
+        return cmd_train(settings, args)
     if args.command == "model":
         from engine.tiny import create_tiny_pipeline
 
@@ -247,6 +518,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_moderation_check(settings, args)
     if args.command == "provenance":
         return cmd_provenance_verify(args)
+    if args.command == "audit":
+        return cmd_audit(settings, args)
     if args.command == "db":
         from bot.db.migrate import connect, current_revision, upgrade
 

@@ -22,6 +22,7 @@ from engine.limits import Limits
 from engine.options import EngineOptions
 from engine.registry import SCHEDULERS, SLD_LEVELS, ModelRegistry, ModelSpec
 from moderation.policy import PolicyBook, PolicyError
+from moderation.quota import QuotaError, QuotaPolicy
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 DEFAULT_API_URL = "https://discord.com/api/v10"
@@ -117,6 +118,17 @@ class SafetySettings:
 
 
 @dataclass(frozen=True)
+class ModerationSettings:
+    # Escalation: this many strikes within the window bans for `ban_hours`; a ban after an earlier ban is permanent.
+    strikes_to_ban: int = 3
+    strike_window_days: int = 30
+    ban_hours: float = 24.0
+    appeals_per_day: int = 3
+    # Images (not their hashes or the audit log) are deleted this many days after they were made; 0 keeps them.
+    image_retention_days: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database_url: str
@@ -130,6 +142,8 @@ class Settings:
     registry: ModelRegistry = field(default_factory=lambda: ModelRegistry.single(DEFAULT_MODEL))
     safety: SafetySettings = field(default_factory=SafetySettings)
     policies: PolicyBook = field(default_factory=PolicyBook)
+    quota: QuotaPolicy = field(default_factory=QuotaPolicy)
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
     source: Path | None = None
 
     @property
@@ -322,6 +336,11 @@ _OPTIONS = (
     _Option("safety", "image_action", _choice("review", "block"), "review or block"),
     _Option("safety", "c2pa_certificate", _parse_str, "a PEM certificate chain file"),
     _Option("safety", "c2pa_key", _parse_str, "a PEM private key file"),
+    _Option("moderation", "strikes_to_ban", _parse_positive_int, "a whole number of at least 1"),
+    _Option("moderation", "strike_window_days", _parse_positive_int, "a whole number of days"),
+    _Option("moderation", "ban_hours", _parse_positive_float, "a number of hours above 0"),
+    _Option("moderation", "appeals_per_day", _parse_int, "a whole number (0 turns appeals off)"),
+    _Option("moderation", "image_retention_days", _parse_int, "a whole number of days (0 keeps images)"),
     _Option("limits", "max_count", _parse_positive_int, "a whole number of at least 1"),
     _Option("limits", "max_steps", _parse_positive_int, "a whole number of at least 1"),
     _Option("limits", "min_size", _parse_positive_int, "a whole number of pixels"),
@@ -404,7 +423,7 @@ def _file_values(data: Mapping[str, Any], path: Path) -> dict[tuple[str | None, 
     sections = {o.section for o in _OPTIONS if o.section}
     values: dict[tuple[str | None, str], object] = {}
     for key, value in data.items():
-        if key in ("models", "policy"):
+        if key in ("models", "policy", "quota"):
             continue
         if isinstance(value, dict) and key in sections:
             for inner, inner_value in value.items():
@@ -467,6 +486,11 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         policies = PolicyBook.from_dict(data.get("policy", {})) if path else PolicyBook()
     except PolicyError as error:
         raise ConfigError(f"{path}: [policy] {error}") from None
+    bot = BotSettings(**section("bot"))
+    try:
+        quota = QuotaPolicy.from_dict(data.get("quota", {}), max_concurrent=bot.max_jobs_per_user)
+    except QuotaError as error:
+        raise ConfigError(f"{path}: {error}") from None
     safety = SafetySettings(**section("safety"))
     if bool(safety.c2pa_certificate) != bool(safety.c2pa_key):
         raise ConfigError("[safety] c2pa_certificate and c2pa_key go together: set both or neither.")
@@ -477,12 +501,14 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         queue_url=parsed.get((None, "queue_url"), "local"),
         log_level=parsed.get((None, "log_level"), "INFO"),
         discord=DiscordSettings(**discord_values),
-        bot=BotSettings(**section("bot")),
+        bot=bot,
         engine=EngineSettings(**section("engine")),
         limits=limits,
         registry=registry,
         safety=safety,
         policies=policies,
+        quota=quota,
+        moderation=ModerationSettings(**section("moderation")),
         source=path,
     )
 

@@ -13,13 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from bot.config import Settings
 from bot.db.models import JobStatus
-from bot.db.store import JobRecord, JobStore, NewJob, OverJobCap, StoredImage
+from bot.db.store import Ban, JobRecord, JobStore, NewJob, OverQuota, StoredImage, utcnow
 from bot.finishing import Finisher
+from bot.moderation_desk import AuditSink, NullAudit, ReviewDesk, quota_refusal
 from bot.requests import UPSCALE_STRENGTH, VARIATION_STRENGTH, ImagineRequest, build_spec, resolve
 from engine.errors import InvalidRequest
 from engine.jobs import Event, EventKind, GenerationSpec, Job, new_job_id
@@ -33,12 +35,19 @@ _IDLE_POLL_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a request was not queued. `kind` is invalid, blocked, busy or error. `reason` is for the user;
-    `detail` (the gate's layer and score) is for the record only."""
+    """Why a request was not queued. `kind` is invalid, blocked, busy, banned or error. `reason` is for the
+    user; `detail` (the gate's layer and score) is for the record only. `appealable_job` names the recorded
+    job a member may appeal (a blocked prompt)."""
 
     kind: str
     reason: str
     detail: str | None = None
+    appealable_job: str | None = None
+
+
+def _ban_text(ban: Ban) -> str:
+    until = "for good" if ban.until is None else f"until <t:{int(ban.until.timestamp())}:f>"
+    return f"You may not make images here {until}. Reason: {ban.reason}. A moderator of this server can lift it."
 
 
 def _join(*parts: str) -> str:
@@ -95,6 +104,10 @@ class Reporter(Protocol):
 
     async def cancelled(self, job: JobRecord) -> None: ...
 
+    async def reviewed(self, job: JobRecord, *, approved: bool) -> None:
+        """A moderator decided about the job (held images, or an appeal); `approved` results are posted."""
+        ...
+
 
 def spec_of(record: JobRecord, init_image: bytes | None = None) -> GenerationSpec:
     options = record.options
@@ -133,6 +146,7 @@ class Orchestrator:
         gate: PromptGate,
         poll_seconds: float = 0.2,
         delivery_retries: int = 5,
+        audit: AuditSink | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -141,12 +155,39 @@ class Orchestrator:
         self.gate = gate
         self.poll_seconds = poll_seconds
         self.delivery_retries = delivery_retries
+        self.audit: AuditSink = audit or NullAudit()
+        self.review_desk: ReviewDesk | None = None
         self._following: dict[str, asyncio.Task[None]] = {}
 
     async def submit(self, request: ImagineRequest, reporter: Reporter) -> str | Refusal:
         """Check, record and queue a request. Returns the job id, or the refusal the user was told."""
         job_id = new_job_id()
         refusal: Refusal | None = None
+        gate_data: dict[str, Any] = {}
+        await self._record(
+            "request.received",
+            user_id=request.user_id,
+            guild_id=request.guild_id,
+            job_id=job_id,
+            data={
+                "kind": request.kind,
+                "parent": request.parent_id,
+                "prompt": request.prompt,
+                "frontend": request.frontend,
+            },
+        )
+        ban = await asyncio.to_thread(self.store.active_ban, request.frontend, request.user_id, request.guild_id)
+        if ban is not None and not request.moderator:
+            refusal = Refusal("banned", _ban_text(ban))
+            await self._record(
+                "limit.refused",
+                user_id=request.user_id,
+                guild_id=request.guild_id,
+                job_id=job_id,
+                data={"reason": "banned", "ban": ban.id},
+            )
+            await reporter.refused(refusal)
+            return refusal
         try:
             self._check_place(request)
             defaults = {}
@@ -165,6 +206,8 @@ class Orchestrator:
             new = replace(new, seed=spec.seed, prompt=spec.prompt)
             policy = self.settings.policies.for_channel(request.guild_id, nsfw_channel=request.nsfw_channel)
             decision = self.gate.check(spec.prompt, spec.negative_prompt, policy=policy)
+            gate_data = {"decision": "allowed" if decision.allowed else "refused", "layer": decision.layer}
+            gate_data["score"] = round(decision.score, 4)
             if not decision.allowed:
                 gate_note = f"{decision.category} ({decision.layer}, score {decision.score:.2f})"
                 refusal = Refusal(
@@ -187,21 +230,70 @@ class Orchestrator:
             refusal = Refusal("error", "The prompt could not be checked right now, so it was not queued. Try again.")
         if refusal is not None:
             await asyncio.to_thread(self.store.reject, new, f"{refusal.kind}: {refusal.detail or refusal.reason}")
+            if refusal.kind == "blocked":
+                refusal = replace(refusal, appealable_job=job_id)
+                await self._record(
+                    "gate.prompt",
+                    user_id=request.user_id,
+                    guild_id=request.guild_id,
+                    job_id=job_id,
+                    category=(refusal.detail or "").split(" ")[0] or None,
+                    data={**gate_data, "decision": "refused", "detail": refusal.detail},
+                )
             await reporter.refused(refusal)
             return refusal
+        await self._record(
+            "gate.prompt",
+            user_id=request.user_id,
+            guild_id=request.guild_id,
+            job_id=job_id,
+            data=gate_data,
+        )
+        tier = self.settings.quota.tier_for(request.roles)
+        new = replace(new, options={**new.options, "weight": tier.weight})
         try:
-            await asyncio.to_thread(self.store.accept, new, max_active=self.settings.bot.max_jobs_per_user)
-        except OverJobCap as over:
-            refusal = Refusal(
-                "busy",
-                f"You already have {over.active} job(s) in progress; the limit is {over.cap} at a time. "
-                "Wait for one to finish, then try again.",
+            await asyncio.to_thread(
+                self.store.accept,
+                new,
+                tier=tier,
+                quota=self.settings.quota,
+                images=spec.count,
+                bypass=request.moderator,
+            )
+        except OverQuota as over:
+            refusal = quota_refusal(over)
+            await self._record(
+                "limit.refused",
+                user_id=request.user_id,
+                guild_id=request.guild_id,
+                job_id=job_id,
+                data={"reason": over.admission.reason, "tier": tier.name},
             )
             await reporter.refused(refusal)
             return refusal
-        await asyncio.to_thread(self.queue.submit, Job(id=job_id, model=new.model, spec=spec))
+        await self._record(
+            "job.queued",
+            user_id=request.user_id,
+            guild_id=request.guild_id,
+            job_id=job_id,
+            data={"model": new.model, "images": spec.count, "tier": tier.name},
+        )
+        await asyncio.to_thread(
+            self.queue.submit, self._job(job_id, new.model, spec, request.frontend, request.user_id, tier.weight)
+        )
         self.follow_in_background(job_id, reporter)
         return job_id
+
+    async def _record(self, event: str, **fields: Any) -> None:
+        """Append to the audit log. A failure here is logged, never shown to the member as theirs."""
+        try:
+            await asyncio.to_thread(self.audit.append, event, **fields)
+        except Exception:
+            log.exception("could not append %s to the audit log", event)
+
+    @staticmethod
+    def _job(job_id: str, model: str, spec: GenerationSpec, frontend: str, user_id: str, weight: int) -> Job:
+        return Job(id=job_id, model=model, spec=spec, owner=f"{frontend}:{user_id}", weight=weight)
 
     def _new_job(self, job_id: str, request: ImagineRequest) -> NewJob:
         registry = self.settings.registry
@@ -259,6 +351,8 @@ class Orchestrator:
         nsfw_channel: bool,
         delivery: dict[str, Any],
         reporter: Reporter,
+        roles: tuple[str, ...] = (),
+        moderator: bool = False,
     ) -> str | Refusal:
         """A re-roll (new seed, same settings), variation (image-to-image from image `index`) or upscale (2x
         of image `index`) of `parent`, asked by `user_id`; checked and queued like any request."""
@@ -296,6 +390,8 @@ class Orchestrator:
             parent_id=parent.id,
             parent_index=index if kind != "reroll" else None,
             strength=strength,
+            roles=roles,
+            moderator=moderator,
             nsfw_channel=nsfw_channel,
             delivery=delivery,
         )
@@ -308,16 +404,42 @@ class Orchestrator:
         outcome = "refused"
         if allowed:
             outcome = "cancelled" if await asyncio.to_thread(self.queue.cancel, job.id) else "ended"
-        await asyncio.to_thread(
-            self.store.record_action,
+        await self.member_action(
             actor_id,
             "cancel",
             allowed=allowed,
-            job_id=job.id,
+            job=job,
             guild_id=guild_id,
             detail=outcome if actor_id == job.user_id else f"{outcome} (job of {job.user_id})",
         )
         return outcome
+
+    async def member_action(
+        self,
+        actor_id: str,
+        action: str,
+        *,
+        allowed: bool,
+        job: JobRecord | None = None,
+        job_id: str | None = None,
+        user_id: str | None = None,
+        guild_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record what a member or moderator did, or tried to do and was refused, in the action table and the
+        audit log (refusals as `refused.<action>`)."""
+        job_id = job.id if job is not None else job_id
+        await asyncio.to_thread(
+            self.store.record_action, actor_id, action, allowed=allowed, job_id=job_id, guild_id=guild_id, detail=detail
+        )
+        await self._record(
+            action if allowed else f"refused.{action}",
+            actor_id=actor_id,
+            user_id=job.user_id if job is not None else user_id,
+            guild_id=guild_id,
+            job_id=job_id,
+            data={"detail": detail} if detail else None,
+        )
 
     def follow_in_background(self, job_id: str, reporter: Reporter) -> bool:
         """Follow `job_id` in a task of its own, unless this process already does. Returns True if started."""
@@ -382,7 +504,9 @@ class Orchestrator:
                     await reporter.failed(record, error.message)
                 return
         spec = spec_of(record, source)
-        await asyncio.to_thread(self.queue.submit, Job(id=record.id, model=record.model, spec=spec))
+        weight = int(record.options.get("weight") or 1)
+        job = self._job(record.id, record.model, spec, record.frontend, record.user_id, weight)
+        await asyncio.to_thread(self.queue.submit, job)
         position = await asyncio.to_thread(self.queue.position, job_id)
         await reporter.queued(record, position, await self._eta(record, position))
 
@@ -449,16 +573,44 @@ class Orchestrator:
                 self.finisher.finish, job_id, record.model, event.images, blocks=policy.blocks
             )
             await asyncio.to_thread(self.store.add_images, job_id, stored)
-            await asyncio.to_thread(
+            moved = await asyncio.to_thread(
                 self.store.transition,
                 job_id,
                 JobStatus.COMPLETED,
                 detail=f"{event.seconds:.2f}s on {event.worker}",
             )
+            if moved:
+                await asyncio.to_thread(self.store.add_gpu_seconds, record.frontend, record.user_id, event.seconds)
+                await self._record(
+                    "job.finished",
+                    user_id=record.user_id,
+                    guild_id=record.guild_id,
+                    job_id=job_id,
+                    data={"seconds": round(event.seconds, 3), "worker": event.worker, "images": len(stored)},
+                )
+                for image in stored:
+                    await self._record(
+                        "image.decision",
+                        user_id=record.user_id,
+                        guild_id=record.guild_id,
+                        job_id=job_id,
+                        category=image.gate_category,
+                        data={
+                            "index": image.index,
+                            "action": image.gate_action,
+                            "layer": image.gate_layer,
+                            "score": image.gate_score,
+                            "sha256": image.sha256,
+                        },
+                    )
             await self._deliver(await self._get(job_id), reporter)
             return
         status = JobStatus.FAILED if event.kind is EventKind.FAILED else JobStatus.CANCELLED
         if await asyncio.to_thread(self.store.transition, job_id, status, detail=event.reason):
+            await self._record(
+                f"job.{status.value}", user_id=record.user_id, guild_id=record.guild_id, job_id=job_id,
+                data={"reason": event.reason},
+            )  # fmt: skip
             if status is JobStatus.FAILED:
                 await reporter.failed(record, event.reason)
             else:
@@ -476,6 +628,8 @@ class Orchestrator:
             category = flagged[0].gate_category if flagged else None
             if await asyncio.to_thread(self.store.transition, job_id, status, detail=f"image gate: {category}"):
                 await reporter.withheld(record, held=len(held), blocked=len(blocked), category=category)
+                if held and self.review_desk is not None:
+                    await self.review_desk.held(await self._get(job_id))
             await asyncio.to_thread(self.queue.forget, job_id)
             return
         if record.status is JobStatus.POSTING:
@@ -504,5 +658,189 @@ class Orchestrator:
                 return
 
     async def _posted(self, job_id: str, message_id: str | None) -> None:
-        await asyncio.to_thread(self.store.transition, job_id, JobStatus.POSTED, message_id=message_id)
+        if await asyncio.to_thread(self.store.transition, job_id, JobStatus.POSTED, message_id=message_id):
+            record = await self._get(job_id)
+            await self._record(
+                "message.posted",
+                user_id=record.user_id,
+                guild_id=record.guild_id,
+                job_id=job_id,
+                data={"message_id": message_id, "images": sum(1 for i in record.images if i.postable)},
+            )
         await asyncio.to_thread(self.queue.forget, job_id)
+
+    # -- moderation ------------------------------------------------------------------------------------------
+
+    async def strike(
+        self, frontend: str, user_id: str, *, actor_id: str, reason: str, guild_id: str | None, job_id: str | None
+    ) -> Ban | None:
+        """Give a strike; at `strikes_to_ban` strikes within the window (counted since their last ban) the
+        member is banned for `ban_hours`, or for good if they were banned before. Returns the ban, if any."""
+        rules = self.settings.moderation
+        await asyncio.to_thread(
+            self.store.add_strike, frontend, user_id, actor_id=actor_id, reason=reason, guild_id=guild_id, job_id=job_id
+        )
+        await self._record(
+            "mod.strike", actor_id=actor_id, user_id=user_id, guild_id=guild_id, job_id=job_id, data={"reason": reason}
+        )
+        earlier = await asyncio.to_thread(self.store.bans, frontend, user_id)
+        # Strikes that already led to a ban do not count towards the next one.
+        since = max([utcnow() - timedelta(days=rules.strike_window_days), *(ban.at for ban in earlier)])
+        strikes = await asyncio.to_thread(self.store.strikes_since, frontend, user_id, since)
+        if len(strikes) < rules.strikes_to_ban:
+            return None
+        until = None if earlier else utcnow() + timedelta(hours=rules.ban_hours)
+        text = f"{len(strikes)} strikes in {rules.strike_window_days} days"
+        return await self.ban(frontend, user_id, actor_id=actor_id, reason=text, guild_id=guild_id, until=until)
+
+    async def ban(
+        self,
+        frontend: str,
+        user_id: str,
+        *,
+        actor_id: str,
+        reason: str,
+        guild_id: str | None,
+        until: datetime | None,
+    ) -> Ban:
+        ban = await asyncio.to_thread(
+            self.store.ban, frontend, user_id, actor_id=actor_id, reason=reason, guild_id=guild_id, until=until
+        )
+        await self._record(
+            "mod.ban",
+            actor_id=actor_id,
+            user_id=user_id,
+            guild_id=guild_id,
+            data={"reason": reason, "until": until.isoformat() if until else None},
+        )
+        return ban
+
+    async def unban(self, frontend: str, user_id: str, *, actor_id: str, guild_id: str | None) -> int:
+        lifted = await asyncio.to_thread(self.store.lift_bans, frontend, user_id, guild_id, actor_id=actor_id)
+        await self._record("mod.unban", actor_id=actor_id, user_id=user_id, guild_id=guild_id, data={"lifted": lifted})
+        return lifted
+
+    async def appeal(self, job: JobRecord, user_id: str) -> str:
+        """The member appeals their refused or held `job`. Returns "opened", "duplicate", "limit", "closed"
+        (appeals are off) or "not yours"."""
+        if user_id != job.user_id:
+            return "not yours"
+        per_day = self.settings.moderation.appeals_per_day
+        if per_day <= 0:
+            return "closed"
+        opened = await asyncio.to_thread(
+            self.store.open_appeal, job.frontend, user_id, job.id, job.guild_id, per_day=per_day
+        )
+        if isinstance(opened, str):
+            return opened
+        await self._record("appeal.opened", actor_id=user_id, user_id=user_id, guild_id=job.guild_id, job_id=job.id)
+        if self.review_desk is not None:
+            await self.review_desk.appealed(job, opened.id)
+        return "opened"
+
+    async def decide(self, job: JobRecord, decision: str, *, actor_id: str, reporter: Reporter | None) -> str:
+        """A moderator's decision on a flagged or appealed job: approve (post it to the member; a refused
+        prompt is queued), reject, strike (reject with a strike) or ban (reject and ban for `ban_hours`).
+        Returns what happened, for the moderator."""
+        appeal = await asyncio.to_thread(
+            self.store.decide_appeal, job.id, "approved" if decision == "approve" else "rejected", actor_id=actor_id
+        )
+        await self._record(
+            f"mod.{decision}",
+            actor_id=actor_id,
+            user_id=job.user_id,
+            guild_id=job.guild_id,
+            job_id=job.id,
+            data={"appeal": appeal.id if appeal else None, "status": job.status.value},
+        )
+        if appeal is not None:
+            outcome = "approved" if decision == "approve" else "rejected"
+            await self._record(
+                "appeal.decided", actor_id=actor_id, user_id=job.user_id, job_id=job.id, data={"outcome": outcome}
+            )
+        result = "rejected"
+        if decision == "approve":
+            result = await self._approve(job, actor_id, reporter)
+        elif decision == "strike":
+            ban = await self.strike(
+                job.frontend, job.user_id, actor_id=actor_id, reason="rejected by a moderator",
+                guild_id=job.guild_id, job_id=job.id,
+            )  # fmt: skip
+            result = "rejected with a strike" + (" (which led to a ban)" if ban else "")
+        elif decision == "ban":
+            until = utcnow() + timedelta(hours=self.settings.moderation.ban_hours)
+            await self.ban(
+                job.frontend, job.user_id, actor_id=actor_id, reason="banned by a moderator", guild_id=job.guild_id,
+                until=until,
+            )  # fmt: skip
+            result = "rejected and banned"
+        if decision != "approve" and reporter is not None:
+            await reporter.reviewed(job, approved=False)
+        return result
+
+    async def _approve(self, job: JobRecord, actor_id: str, reporter: Reporter | None) -> str:
+        if job.status is JobStatus.REJECTED:
+            if not await asyncio.to_thread(self.store.requeue, job.id, actor_id=actor_id):
+                return "already handled"
+            await self._record(
+                "job.queued", actor_id=actor_id, user_id=job.user_id, guild_id=job.guild_id, job_id=job.id,
+                data={"after": "appeal approved", "model": job.model},
+            )  # fmt: skip
+        elif not await asyncio.to_thread(self.store.release_held, job.id, actor_id=actor_id):
+            return "already handled"
+        if reporter is not None:
+            await reporter.reviewed(job, approved=True)
+            self.follow_in_background(job.id, reporter)
+        return "approved"
+
+    def history(self, user_id: str) -> list[str]:
+        """A member's recent record for moderators: jobs (with refusals), strikes and bans. Blocking."""
+        lines = []
+        for job in self.store.recent_jobs(user_id, limit=10):
+            outcome = f" ({job.outcome})" if job.outcome else ""
+            lines.append(
+                f"<t:{int(job.created_at.timestamp())}:d> `{job.id[:8]}` {job.status.value}{outcome}: {job.prompt[:60]}"
+            )
+        since = utcnow() - timedelta(days=self.settings.moderation.strike_window_days)
+        for at, reason, actor in self.store.strikes_since("discord", user_id, since):
+            lines.append(f"<t:{int(at.timestamp())}:d> strike by <@{actor}>: {reason}")
+        for ban in self.store.bans("discord", user_id):
+            until = "for good" if ban.until is None else f"until <t:{int(ban.until.timestamp())}:f>"
+            lines.append(f"<t:{int(ban.at.timestamp())}:d> ban {until} by <@{ban.actor_id}>: {ban.reason}")
+        return lines
+
+    async def purge_user(self, frontend: str, user_id: str, *, actor_id: str) -> tuple[int, int]:
+        """A member's data-deletion request: prompts and images deleted, audit entries about them redacted
+        (the chain stays verifiable). Returns (files deleted, audit entries redacted)."""
+        paths = await asyncio.to_thread(self.store.forget_user, user_id)
+        deleted = await asyncio.to_thread(_delete_files, paths)
+        redacted = 0
+        redact = getattr(self.audit, "redact_user", None)
+        if redact is not None:
+            redacted = await asyncio.to_thread(redact, user_id, actor_id=actor_id, reason="data deletion request")
+        await self._record("mod.purge", actor_id=actor_id, data={"files": deleted, "redacted": redacted})
+        return deleted, redacted
+
+    async def expire_images(self) -> int:
+        """Delete image files older than `image_retention_days` (hashes stay). Returns how many files."""
+        days = self.settings.moderation.image_retention_days
+        if days <= 0:
+            return 0
+        paths = await asyncio.to_thread(self.store.expire_images, utcnow() - timedelta(days=days))
+        deleted = await asyncio.to_thread(_delete_files, paths)
+        if deleted:
+            await self._record("retention.purged", data={"files": deleted, "days": days})
+        return deleted
+
+
+def _delete_files(paths: list[str]) -> int:
+    deleted = 0
+    for path in paths:
+        try:
+            Path(path).unlink()
+            deleted += 1
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            log.warning("could not delete %s: %s", path, error)
+    return deleted

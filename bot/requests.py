@@ -49,6 +49,9 @@ class ImagineRequest:
     parent_index: int | None = None
     strength: float | None = None  # for variations and upscales: how far from the source image
     init_image: bytes | None = None  # the source image, read from the parent's stored file
+    # The member's groups (Discord role ids), for quota tiers; moderators are not held to quotas.
+    roles: tuple[str, ...] = ()
+    moderator: bool = False
     # Whether the place it was asked in is marked for adults (a Discord age-restricted channel).
     nsfw_channel: bool = False
     # Front-end data needed to answer later, even after a restart (for Discord: the interaction).

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import discord
@@ -21,6 +23,7 @@ from bot.orchestrator import Orchestrator
 from bot.safety import build_finisher, build_prompt_gate
 from bot.supervisor import EngineSupervisor
 from engine.queue import EngineStatus, open_queue
+from moderation.audit import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,21 @@ def engine_argv(config_path: Path | None, worker_id: str) -> list[str]:
     if config_path is not None:
         argv += ["--config", str(config_path)]
     return [*argv, "engine", "--worker-id", worker_id]
+
+
+def settings_fingerprint(settings: Settings) -> dict[str, object]:
+    """What the audit log keeps about the configuration at each start: a hash of every setting (the token
+    left out) and the values moderators care about, so a change between starts can be seen."""
+    shown = repr(replace(settings, discord=replace(settings.discord, token=None)))
+    return {
+        "sha256": hashlib.sha256(shown.encode()).hexdigest(),
+        "source": str(settings.source) if settings.source else None,
+        "models": settings.registry.names(),
+        "policy_default_blocked": sorted(settings.policies.default.blocked),
+        "policy_guilds": sorted(settings.policies.guilds),
+        "image_action": settings.safety.image_action,
+        "quota_tiers": [tier.name for tier in settings.quota.tiers],
+    }
 
 
 def supervised_worker_id() -> str:
@@ -47,13 +65,16 @@ async def serve(settings: Settings, *, with_engine: bool) -> None:
         lease_seconds=settings.engine.lease_seconds,
         max_attempts=settings.engine.max_attempts,
     )
+    audit = AuditLog(database)
     orchestrator = Orchestrator(
         settings=settings,
         store=JobStore(database),
         queue=queue,
         finisher=build_finisher(settings),
         gate=build_prompt_gate(settings),
+        audit=audit,
     )
+    await asyncio.to_thread(audit.append, "config.loaded", data=settings_fingerprint(settings))
     point_at(settings.discord.api_url, settings.discord.gateway_url)
     supervisor = None
     if with_engine:

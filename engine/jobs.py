@@ -82,6 +82,10 @@ class Job:
     spec: GenerationSpec
     created_at: float = field(default_factory=time.time)
     version: int = SCHEMA_VERSION
+    # Whose job it is, for fair turns between users (an opaque key such as "discord:1234"; "" is anonymous, one
+    # owner like any other), and the owner's tier weight (>= 1): weight 2 gets about twice the turns of weight 1.
+    owner: str = ""
+    weight: int = 1
 
     @property
     def batch_key(self) -> str:
@@ -129,6 +133,8 @@ class Job:
             spec=GenerationSpec(**spec),
             created_at=data["created_at"],
             version=version,
+            owner=str(data.get("owner", "")),
+            weight=int(data.get("weight", 1)),
         )
 
 

@@ -49,7 +49,7 @@ class Deployment:
         (record,) = [r for r in all_jobs(store)]
         return record
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60) -> None:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 120) -> None:  # noqa: ASYNC109
         def done() -> bool:
             crashed = [p for p in self.processes if p.exited_unexpectedly]
             if crashed:

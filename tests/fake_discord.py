@@ -43,6 +43,13 @@ MODERATOR_PERMISSIONS = str(int(MEMBER_PERMISSIONS) | MANAGE_MESSAGES)
 DEFAULT_USER_ID = 200_000_000_000_000_001
 
 
+@dataclass(frozen=True)
+class UserOption:
+    """A USER option's value in a slash command: the member with this id."""
+
+    id: int
+
+
 @dataclass
 class FakeAttachment:
     filename: str
@@ -145,7 +152,7 @@ def _channel_json(channel_id: int, guild_id: int, *, nsfw: bool = False) -> JSON
 
 
 def _option_type(value: object) -> int:
-    for kind, code in ((bool, 5), (int, 4), (float, 10), (str, 3)):
+    for kind, code in ((UserOption, 6), (bool, 5), (int, 4), (float, 10), (str, 3)):
         if isinstance(value, kind):
             return code
     raise TypeError(f"option values must be bool, int, float or str, not {type(value).__name__}")
@@ -259,10 +266,12 @@ class FakeDiscord:
         moderator: bool = False,
         roles: tuple[int, ...] = (),
         direct: bool = False,
+        subcommand: str | None = None,
     ) -> FakeInteraction:
         """A slash command from `user_id`; `moderator` gives them Manage Messages, `roles` their role ids,
-        `direct` sends it from a direct message instead of the guild channel."""
-        data = self._command_data(name, options)
+        `direct` sends it from a direct message instead of the guild channel, `subcommand` names the command
+        of a group (`/mod ban`: name "mod", subcommand "ban")."""
+        data = self._command_data(name, options, subcommand)
         return await self._interact(
             2, data, user_id, channel_id, guild_id, attachment_size_limit,
             permissions=MODERATOR_PERMISSIONS if moderator else MEMBER_PERMISSIONS, roles=roles, direct=direct,
@@ -279,14 +288,24 @@ class FakeDiscord:
         await self.wait_for(lambda: bool(interaction.callbacks))
         return list((interaction.callbacks[0].get("data") or {}).get("choices") or [])
 
-    def _command_data(self, name: str, options: dict[str, object] | None) -> JSON:
+    def _command_data(self, name: str, options: dict[str, object] | None, subcommand: str | None = None) -> JSON:
         command = self._command_index.get(name, {})
+        given = [
+            {"name": k, "type": _option_type(v), "value": str(v.id) if isinstance(v, UserOption) else v}
+            for k, v in (options or {}).items()
+        ]
         data: JSON = {
             "id": command.get("id", str(self._new_id())),
             "name": name,
             "type": 1,
-            "options": [{"name": k, "type": _option_type(v), "value": v} for k, v in (options or {}).items()],
+            "options": [{"name": subcommand, "type": 1, "options": given}] if subcommand else given,
         }
+        users = [v for v in (options or {}).values() if isinstance(v, UserOption)]
+        if users:
+            data["resolved"] = {
+                "users": {str(u.id): _user_json(u.id, f"user{u.id % 10_000}") for u in users},
+                "members": {str(u.id): {"roles": [], "joined_at": _iso(self.guild_id), "flags": 0} for u in users},
+            }
         if "guild_id" in command:
             data["guild_id"] = command["guild_id"]
         return data

@@ -122,7 +122,7 @@ def test_config_never_prints_the_token(tmp_path: Path) -> None:
 def test_db_upgrade(tmp_path: Path) -> None:
     result = imagine("db", "upgrade", env={"IMAGINE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert "revision 0003" in result.stdout
+    assert "revision 0005" in result.stdout
     assert (tmp_path / "imagine.sqlite3").is_file()
 
 

@@ -155,8 +155,8 @@ async def test_inline_parameters_and_every_result_button(deployment: Deployment)
     actions = [(a.action, a.actor_id, a.allowed) for a in deployment.store().actions(job.id)]
     assert actions == [
         ("report", str(OTHER_USER), True),
-        ("delete", str(OTHER_USER), False),
-        ("delete", str(OTHER_USER + 1), True),
+        ("message.deleted", str(OTHER_USER), False),
+        ("message.deleted", str(OTHER_USER + 1), True),
     ]
 
     # A bad parameter: what was wrong and what is valid.

@@ -29,7 +29,7 @@ async def test_imagine_end_to_end(deployment: Deployment) -> None:
     assert [c["value"] for c in options["aspect"]["choices"]] == ["1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16"]
     assert options["model"]["autocomplete"]
     assert options["style"]["autocomplete"]
-    assert {c["name"] for c in commands} == {"imagine", "queue", "cancel", "info", "settings", "help"}
+    assert {c["name"] for c in commands} == {"imagine", "queue", "cancel", "info", "settings", "help", "mod"}
     assert options["prompt"]["required"]
     assert (options["count"]["min_value"], options["count"]["max_value"]) == (1, 4)
 

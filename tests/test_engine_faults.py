@@ -60,6 +60,9 @@ class CountingReporter:
     async def failed(self, job: JobRecord, reason: str) -> None:
         raise AssertionError(reason)
 
+    async def reviewed(self, job: JobRecord, *, approved: bool) -> None:
+        raise AssertionError("reviewed")
+
     async def cancelled(self, job: JobRecord) -> None:
         raise AssertionError("cancelled")
 

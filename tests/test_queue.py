@@ -1,5 +1,6 @@
 """The queue contract. Every transport passes this same suite: local always, Redis when configured."""
 
+import json
 import os
 import sqlite3
 import time
@@ -17,8 +18,23 @@ QueueFactory = Callable[..., JobQueue]
 MODELS = ["tiny"]
 
 
-def make_job(job_id: str, *, model: str = "tiny", count: int = 1, steps: int | None = None) -> Job:
-    return Job(id=job_id, model=model, spec=GenerationSpec(prompt=f"prompt {job_id}", seed=7, count=count, steps=steps))
+def make_job(
+    job_id: str,
+    *,
+    model: str = "tiny",
+    count: int = 1,
+    steps: int | None = None,
+    owner: str = "",
+    weight: int = 1,
+) -> Job:
+    spec = GenerationSpec(prompt=f"prompt {job_id}", seed=7, count=count, steps=steps)
+    return Job(id=job_id, model=model, spec=spec, owner=owner, weight=weight)
+
+
+def owners_of_claims(queue: JobQueue, claims: int) -> list[str]:
+    """Claim one job at a time and say whose each was."""
+    taken = [claim_one(queue, "w1") for _ in range(claims)]
+    return [job.owner for job in taken if job is not None]
 
 
 def claim_one(queue: JobQueue, worker: str, models: list[str] = MODELS, timeout: float = 0) -> Job | None:
@@ -278,3 +294,99 @@ def test_local_queue_upgrades_a_first_version_file(tmp_path: Path) -> None:
         assert queue.position("new") == QueuePosition(0, 0)
     finally:
         queue.close()
+
+
+def test_jobs_carry_their_owner_and_weight() -> None:
+    job = make_job("a", owner="discord:1234", weight=3)
+    assert Job.from_json(job.to_json()) == job
+    data = json.loads(job.to_json())
+    assert (data["owner"], data["weight"]) == ("discord:1234", 3)
+    del data["owner"], data["weight"]
+    old = Job.from_json(json.dumps(data))  # queued by an earlier release
+    assert (old.owner, old.weight) == ("", 1)
+
+
+def test_one_owners_backlog_does_not_starve_the_others(queue: JobQueue) -> None:
+    for i in range(10):
+        queue.submit(make_job(f"a{i}", owner="A"))
+    for i in range(2):
+        queue.submit(make_job(f"b{i}", owner="B"))
+        queue.submit(make_job(f"c{i}", owner="C"))
+    order = owners_of_claims(queue, 14)
+    assert order[:3] == ["A", "B", "C"]
+    assert order[3:6] == ["A", "B", "C"]
+    assert order[6:] == ["A"] * 8
+    # Each owner's own jobs still run in the order they were queued.
+    assert queue.position("a0") is None
+
+
+def test_position_counts_the_other_owners_turns(queue: JobQueue) -> None:
+    for i in range(10):
+        queue.submit(make_job(f"a{i}", owner="A"))
+    queue.submit(make_job("b0", owner="B", count=2))
+    queue.submit(make_job("b1", owner="B"))
+    assert queue.position("b0") == QueuePosition(jobs_ahead=1, images_ahead=1)  # A's oldest wins the tie
+    assert queue.position("b1") == QueuePosition(jobs_ahead=3, images_ahead=4)  # b0 and two of A's first
+    assert queue.position("a0") == QueuePosition(0, 0)
+    assert queue.position("a5") == QueuePosition(jobs_ahead=7, images_ahead=8)  # a0-a4 and B's two
+
+
+def test_a_heavier_tier_gets_turns_in_proportion(queue: JobQueue) -> None:
+    for i in range(12):
+        queue.submit(make_job(f"gold{i}", owner="gold", weight=2))
+        queue.submit(make_job(f"free{i}", owner="free"))
+    order = owners_of_claims(queue, 12)
+    assert 7 <= order.count("gold") <= 9
+    assert order.count("gold") + order.count("free") == 12
+
+
+def test_a_late_owner_cannot_bank_credit(queue: JobQueue) -> None:
+    for i in range(20):
+        queue.submit(make_job(f"a{i}", owner="A"))
+    assert owners_of_claims(queue, 8) == ["A"] * 8
+    for i in range(10):
+        queue.submit(make_job(f"late{i}", owner="late"))
+    order = owners_of_claims(queue, 10)
+    run = longest = 0
+    for owner in order:
+        run = run + 1 if owner == "late" else 0
+        longest = max(longest, run)
+    assert longest <= 2  # not eight turns in a row for the eight A had before it came
+    assert 4 <= order.count("late") <= 6
+
+
+def test_a_batch_is_filled_fairly_from_several_owners(queue: JobQueue) -> None:
+    for i in range(6):
+        queue.submit(make_job(f"a{i}", owner="A"))
+    queue.submit(make_job("a-other", owner="A", steps=8))
+    queue.submit(make_job("b0", owner="B"))
+    queue.submit(make_job("b-other", owner="B", steps=8))
+    queue.submit(make_job("b1", owner="B", count=2))
+    queue.submit(make_job("c0", owner="C"))
+    batch = queue.claim("w1", models=MODELS, max_images=6, timeout=0)
+    # Turn by turn: A (oldest), B, C, A, then B's two-image job fills it; not six of A's.
+    assert [job.id for job in batch] == ["a0", "b0", "c0", "a1", "b1"]
+    assert sum(job.spec.count for job in batch) == 6
+    # A had two images, B three: A goes next, and the one left out of the batch is not forgotten.
+    assert [job.id for job in queue.claim("w1", models=MODELS, max_images=8, timeout=0)] == [
+        "a2",
+        "a3",
+        "a4",
+        "a5",
+    ]
+    assert [job.id for job in queue.claim("w1", models=MODELS, max_images=8, timeout=0)] == ["b-other", "a-other"]
+
+
+def test_fair_turns_survive_another_queue_object(make_queue: QueueFactory) -> None:
+    first = make_queue()
+    for i in range(6):
+        first.submit(make_job(f"a{i}", owner="A"))
+    assert owners_of_claims(first, 4) == ["A"] * 4
+    first.submit(make_job("b0", owner="B"))
+    first.submit(make_job("b1", owner="B"))
+    first.submit(make_job("c0", owner="C"))
+    assert owners_of_claims(first, 1) == ["B"]
+    first.close()
+    second = make_queue()  # the same file / Redis prefix: a restarted engine, or another one
+    # B is one turn ahead of C and level with where A was put: C, then A (older) before B.
+    assert owners_of_claims(second, 3) == ["C", "A", "B"]

@@ -7,7 +7,11 @@ from sqlalchemy import Engine, inspect
 
 from bot.db.migrate import connect, current_revision, upgrade
 from bot.db.models import JobStatus
-from bot.db.store import JobStore, NewJob, OverJobCap, StoredImage
+from bot.db.store import JobStore, NewJob, OverQuota, StoredImage
+from moderation.quota import QuotaPolicy, Tier
+
+TWO_AT_A_TIME = Tier(max_concurrent=2)
+NO_QUOTA = QuotaPolicy(default=TWO_AT_A_TIME)
 
 
 @pytest.fixture
@@ -36,13 +40,13 @@ def new_job(job_id: str, user: str = "u1") -> NewJob:
 
 def test_migrations_apply_once_and_again(engine: Engine) -> None:
     upgrade(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0005"
     assert {"jobs", "job_transitions", "images"} <= set(inspect(engine).get_table_names())
 
 
 def test_lifecycle_is_recorded_with_timestamps(engine: Engine) -> None:
     store = JobStore(engine)
-    store.accept(new_job("j1"), max_active=2)
+    store.accept(new_job("j1"), tier=TWO_AT_A_TIME, quota=NO_QUOTA, images=1)
     for status in (JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.POSTING):
         assert store.transition("j1", status)
     store.add_images("j1", [StoredImage(0, 42, 64, 64, "/x/0.png", "ab" * 32, 100)])
@@ -70,11 +74,11 @@ def test_lifecycle_is_recorded_with_timestamps(engine: Engine) -> None:
 
 def test_concurrency_cap_and_unfinished(engine: Engine) -> None:
     store = JobStore(engine)
-    store.accept(new_job("a"), max_active=2)
-    store.accept(new_job("b"), max_active=2)
-    with pytest.raises(OverJobCap):
-        store.accept(new_job("c"), max_active=2)
-    store.accept(new_job("other-user", user="u2"), max_active=2)
+    store.accept(new_job("a"), tier=TWO_AT_A_TIME, quota=NO_QUOTA, images=1)
+    store.accept(new_job("b"), tier=TWO_AT_A_TIME, quota=NO_QUOTA, images=1)
+    with pytest.raises(OverQuota):
+        store.accept(new_job("c"), tier=TWO_AT_A_TIME, quota=NO_QUOTA, images=1)
+    store.accept(new_job("other-user", user="u2"), tier=TWO_AT_A_TIME, quota=NO_QUOTA, images=1)
     rejected = store.get("c")
     assert rejected is not None
     assert rejected.status is JobStatus.REJECTED

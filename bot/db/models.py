@@ -139,3 +139,75 @@ class MemberActionRow(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_member_actions_job", "job_id"), Index("ix_member_actions_actor", "actor_id"))
+
+
+class MemberQuotaRow(Base):
+    """A member's token bucket (as last written) and their GPU seconds on `gpu_day` (UTC, YYYY-MM-DD)."""
+
+    __tablename__ = "member_quota"
+
+    frontend: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tokens: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    gpu_day: Mapped[str] = mapped_column(String(10), default="", server_default="")
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+
+
+class GuildQuotaRow(Base):
+    __tablename__ = "guild_quota"
+
+    guild_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    images: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class StrikeRow(Base):
+    __tablename__ = "strikes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    frontend: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(32))
+    guild_id: Mapped[str | None] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    actor_id: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_strikes_user", "frontend", "user_id", "at"),)
+
+
+class BanRow(Base):
+    __tablename__ = "bans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    frontend: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(32))
+    guild_id: Mapped[str | None] = mapped_column(String(32))
+    actor_id: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None: permanent
+    lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lifted_by: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (Index("ix_bans_user", "frontend", "user_id"),)
+
+
+class AppealRow(Base):
+    __tablename__ = "appeals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    frontend: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(32))
+    guild_id: Mapped[str | None] = mapped_column(String(32))
+    job_id: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # open, approved, rejected
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(32))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_appeals_user", "frontend", "user_id", "at"),
+        Index("uq_appeals_job", "job_id", unique=True),
+    )

@@ -6,19 +6,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.db.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    AppealRow,
+    BanRow,
+    GuildQuotaRow,
     ImageRow,
     JobRow,
     JobStatus,
     MemberActionRow,
+    MemberQuotaRow,
+    StrikeRow,
     TransitionRow,
     UserSettingsRow,
 )
+from moderation.quota import Admission, QuotaPolicy, Tier, admit, tokens_now
+from moderation.quota import Usage as QuotaUsage
 
 
 def utcnow() -> datetime:
@@ -146,11 +155,60 @@ def _record(row: JobRow) -> JobRecord:
     )
 
 
-class OverJobCap(Exception):
-    def __init__(self, active: int, cap: int) -> None:
-        super().__init__(f"{active} active jobs, cap {cap}")
-        self.active = active
-        self.cap = cap
+class OverQuota(Exception):
+    """The request does not fit the member's quota; `admission` says which limit and when to try again."""
+
+    def __init__(self, admission: Admission, tier: Tier, usage: QuotaUsage) -> None:
+        super().__init__(f"over quota: {admission.reason}")
+        self.admission = admission
+        self.tier = tier
+        self.usage = usage
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    tier: Tier
+    tokens: float
+    active_jobs: int
+    gpu_seconds_today: float
+    retry_after_seconds: float | None  # until one more image is in the bucket
+
+
+@dataclass(frozen=True)
+class Ban:
+    id: int
+    user_id: str
+    guild_id: str | None
+    actor_id: str
+    reason: str
+    at: datetime
+    until: datetime | None  # None: permanent
+
+
+@dataclass(frozen=True)
+class Appeal:
+    id: int
+    user_id: str
+    guild_id: str | None
+    job_id: str
+    status: str
+    at: datetime
+    decided_by: str | None
+
+
+def _ban(row: BanRow) -> Ban:
+    return Ban(row.id, row.user_id, row.guild_id, row.actor_id, row.reason, _aware(row.at) or row.at, _aware(row.until))
+
+
+def _appeal(row: AppealRow) -> Appeal:
+    return Appeal(row.id, row.user_id, row.guild_id, row.job_id, row.status, _aware(row.at), row.decided_by)  # type: ignore[arg-type]
+
+
+def _aware(when: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; they were written in UTC."""
+    if when is None or when.tzinfo is not None:
+        return when
+    return when.replace(tzinfo=UTC)
 
 
 class JobStore:
@@ -198,17 +256,242 @@ class JobStore:
         with self._sessions() as session:
             return self._active(session, user_id)
 
-    def accept(self, job: NewJob, *, max_active: int) -> None:
-        """Record the job as queued, or as rejected (raising `OverJobCap`) if the user is at `max_active`."""
+    def _lock_member(self, session: Session, frontend: str, user_id: str) -> MemberQuotaRow:
+        """The member's quota row, created if new and locked for this transaction. The insert comes first so
+        that on SQLite the transaction takes the write lock before it reads anything (no stale snapshot);
+        on PostgreSQL the row lock serialises this member's admissions across bot processes."""
+        values = {"frontend": frontend, "user_id": user_id, "gpu_day": "", "gpu_seconds": 0.0}
+        insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(MemberQuotaRow).values(**values).on_conflict_do_nothing())
+        query = select(MemberQuotaRow).where(MemberQuotaRow.frontend == frontend, MemberQuotaRow.user_id == user_id)
+        return session.execute(query.with_for_update()).scalar_one()
+
+    def _lock_guild(self, session: Session, guild_id: str, day: str) -> GuildQuotaRow:
+        insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(GuildQuotaRow).values(guild_id=guild_id, day=day, images=0).on_conflict_do_nothing())
+        query = select(GuildQuotaRow).where(GuildQuotaRow.guild_id == guild_id, GuildQuotaRow.day == day)
+        return session.execute(query.with_for_update()).scalar_one()
+
+    def accept(
+        self,
+        job: NewJob,
+        *,
+        tier: Tier,
+        quota: QuotaPolicy,
+        images: int,
+        bypass: bool = False,
+        now: datetime | None = None,
+    ) -> Admission:
+        """Record the job as queued if it fits the member's quota (`bypass`: moderators), taking the images
+        from their bucket and the server's daily count; else record it as rejected and raise `OverQuota`.
+        Atomic per member across processes: 100 simultaneous requests accept exactly what fits."""
+        now = now or utcnow()
+        day = now.date().isoformat()
         with self._sessions.begin() as session:
-            active = self._active(session, job.user_id)
-            over = active >= max_active
-            if over:
-                self._insert(session, job, JobStatus.REJECTED, f"busy: over the limit of {max_active} jobs at once")
+            member = self._lock_member(session, job.frontend, job.user_id)
+            guild = None
+            if quota.guild_daily_images is not None and job.guild_id is not None and not bypass:
+                guild = self._lock_guild(session, job.guild_id, day)
+            usage = QuotaUsage(
+                tokens=member.tokens,
+                updated_at=_aware(member.updated_at),
+                active_jobs=self._active(session, job.user_id),
+                gpu_seconds_today=member.gpu_seconds if member.gpu_day == day else 0.0,
+                guild_images_today=guild.images if guild is not None else 0,
+            )
+            if bypass:
+                admission = Admission(True, None, max(0.0, tokens_now(tier, usage, now) - images))
             else:
+                admission = admit(tier, usage, images, now, guild_daily_images=quota.guild_daily_images)
+            if admission.refused:
+                self._insert(session, job, JobStatus.REJECTED, f"over quota: {admission.reason}")
+            else:
+                member.tokens, member.updated_at = admission.tokens, now
+                if guild is not None:
+                    guild.images += images
                 self._insert(session, job, JobStatus.QUEUED, None)
-        if over:
-            raise OverJobCap(active, max_active)
+        if admission.refused:
+            raise OverQuota(admission, tier, usage)
+        return admission
+
+    def quota_state(self, frontend: str, user_id: str, tier: Tier, now: datetime | None = None) -> QuotaState:
+        now = now or utcnow()
+        with self._sessions() as session:
+            row = session.get(MemberQuotaRow, (frontend, user_id))
+            active = self._active(session, user_id)
+        usage = QuotaUsage(
+            tokens=row.tokens if row else None,
+            updated_at=_aware(row.updated_at) if row else None,
+            active_jobs=active,
+            gpu_seconds_today=row.gpu_seconds if row and row.gpu_day == now.date().isoformat() else 0.0,
+        )
+        tokens = tokens_now(tier, usage, now)
+        retry = None
+        if tokens < 1 and tier.refill_per_hour > 0:
+            retry = (1 - tokens) / tier.refill_per_hour * 3600
+        return QuotaState(tier, tokens, active, usage.gpu_seconds_today, retry)
+
+    def add_gpu_seconds(self, frontend: str, user_id: str, seconds: float, now: datetime | None = None) -> None:
+        day = (now or utcnow()).date().isoformat()
+        with self._sessions.begin() as session:
+            row = self._lock_member(session, frontend, user_id)
+            row.gpu_seconds = (row.gpu_seconds if row.gpu_day == day else 0.0) + max(0.0, seconds)
+            row.gpu_day = day
+
+    # -- strikes, bans and appeals ----------------------------------------------------------------------------
+
+    def add_strike(
+        self, frontend: str, user_id: str, *, actor_id: str, reason: str, guild_id: str | None, job_id: str | None
+    ) -> None:
+        with self._sessions.begin() as session:
+            session.add(
+                StrikeRow(
+                    frontend=frontend,
+                    user_id=user_id,
+                    guild_id=guild_id,
+                    job_id=job_id,
+                    actor_id=actor_id,
+                    reason=reason,
+                    at=utcnow(),
+                )
+            )
+
+    def strikes_since(self, frontend: str, user_id: str, since: datetime) -> list[tuple[datetime, str, str]]:
+        """(when, reason, by whom) of the member's strikes since `since`, oldest first."""
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(StrikeRow)
+                .where(StrikeRow.frontend == frontend, StrikeRow.user_id == user_id, StrikeRow.at >= since)
+                .order_by(StrikeRow.id)
+            )
+            return [(_aware(r.at), r.reason, r.actor_id) for r in rows]  # type: ignore[misc]
+
+    def ban(
+        self,
+        frontend: str,
+        user_id: str,
+        *,
+        actor_id: str,
+        reason: str,
+        guild_id: str | None,
+        until: datetime | None,
+    ) -> Ban:
+        with self._sessions.begin() as session:
+            row = BanRow(
+                frontend=frontend,
+                user_id=user_id,
+                guild_id=guild_id,
+                actor_id=actor_id,
+                reason=reason,
+                at=utcnow(),
+                until=until,
+            )
+            session.add(row)
+            session.flush()
+            return _ban(row)
+
+    def bans(self, frontend: str, user_id: str) -> list[Ban]:
+        """Every ban the member has had, oldest first (lifted ones included)."""
+        with self._sessions() as session:
+            query = select(BanRow).where(BanRow.frontend == frontend, BanRow.user_id == user_id).order_by(BanRow.id)
+            return [_ban(row) for row in session.scalars(query)]
+
+    def active_ban(self, frontend: str, user_id: str, guild_id: str | None, now: datetime | None = None) -> Ban | None:
+        """The ban in force for the member here (a server's, or one for everywhere), the longest first."""
+        now = now or utcnow()
+        with self._sessions() as session:
+            query = select(BanRow).where(
+                BanRow.frontend == frontend,
+                BanRow.user_id == user_id,
+                BanRow.lifted_at.is_(None),
+                (BanRow.guild_id.is_(None)) | (BanRow.guild_id == guild_id),
+            )
+            live = [_ban(row) for row in session.scalars(query)]
+        live = [ban for ban in live if ban.until is None or ban.until > now]
+        live.sort(key=lambda ban: (ban.until is not None, -(ban.until or now).timestamp()))
+        return live[0] if live else None
+
+    def lift_bans(self, frontend: str, user_id: str, guild_id: str | None, *, actor_id: str) -> int:
+        """Lift the member's bans in force here; returns how many."""
+        now = utcnow()
+        with self._sessions.begin() as session:
+            result = session.execute(
+                update(BanRow)
+                .where(
+                    BanRow.frontend == frontend,
+                    BanRow.user_id == user_id,
+                    BanRow.lifted_at.is_(None),
+                    (BanRow.guild_id.is_(None)) | (BanRow.guild_id == guild_id),
+                )
+                .values(lifted_at=now, lifted_by=actor_id)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def open_appeal(
+        self, frontend: str, user_id: str, job_id: str, guild_id: str | None, *, per_day: int
+    ) -> Appeal | str:
+        """A new appeal about `job_id`, or why not: "duplicate" (already appealed) or "limit" (`per_day` used)."""
+        now = utcnow()
+        with self._sessions.begin() as session:
+            self._lock_member(session, frontend, user_id)
+            if session.scalar(select(AppealRow.id).where(AppealRow.job_id == job_id)) is not None:
+                return "duplicate"
+            today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+            count = session.scalar(
+                select(func.count()).where(
+                    AppealRow.frontend == frontend, AppealRow.user_id == user_id, AppealRow.at >= today
+                )
+            )
+            if (count or 0) >= per_day:
+                return "limit"
+            row = AppealRow(frontend=frontend, user_id=user_id, guild_id=guild_id, job_id=job_id, status="open", at=now)
+            session.add(row)
+            session.flush()
+            return _appeal(row)
+
+    def decide_appeal(self, job_id: str, status: str, *, actor_id: str) -> Appeal | None:
+        """Close the open appeal about `job_id` as approved or rejected; None if there is no open one."""
+        with self._sessions.begin() as session:
+            row = session.execute(
+                select(AppealRow).where(AppealRow.job_id == job_id, AppealRow.status == "open").with_for_update()
+            ).scalar_one_or_none()
+            if row is None:
+                return None
+            row.status, row.decided_by, row.decided_at = status, actor_id, utcnow()
+            return _appeal(row)
+
+    def appeal_for(self, job_id: str) -> Appeal | None:
+        with self._sessions() as session:
+            row = session.scalar(select(AppealRow).where(AppealRow.job_id == job_id))
+            return _appeal(row) if row else None
+
+    def requeue(self, job_id: str, *, actor_id: str) -> bool:
+        """A moderator approved a refused prompt on appeal: the job is queued after all."""
+        with self._sessions.begin() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.status != JobStatus.REJECTED:
+                return False
+            now = utcnow()
+            row.status, row.updated_at, row.outcome = JobStatus.QUEUED, now, None
+            session.add(TransitionRow(job_id=job_id, status=JobStatus.QUEUED, detail=f"approved by {actor_id}", at=now))
+            return True
+
+    def release_held(self, job_id: str, *, actor_id: str) -> bool:
+        """A moderator approved a held job: its held images become postable and the job is posted again.
+        Returns False if the job is not held."""
+        with self._sessions.begin() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.status not in (JobStatus.HELD, JobStatus.WITHHELD):
+                return False
+            for image in row.images:
+                if image.gate_action == "review":
+                    image.gate_action = "allow"
+            now = utcnow()
+            row.status, row.updated_at = JobStatus.COMPLETED, now
+            session.add(
+                TransitionRow(job_id=job_id, status=JobStatus.COMPLETED, detail=f"approved by {actor_id}", at=now)
+            )
+            return True
 
     def transition(
         self, job_id: str, status: JobStatus, *, detail: str | None = None, message_id: str | None = None
@@ -355,3 +638,32 @@ class JobStore:
                 MemberAction(r.at, r.actor_id, r.guild_id, r.action, r.job_id, r.allowed, r.detail)
                 for r in session.scalars(query)
             ]
+
+    def recent_jobs(self, user_id: str, limit: int = 10) -> list[JobRecord]:
+        """The member's latest jobs, newest first (refused ones included)."""
+        with self._sessions() as session:
+            query = select(JobRow).where(JobRow.user_id == user_id).order_by(JobRow.created_at.desc()).limit(limit)
+            return [_record(row) for row in session.scalars(query)]
+
+    def forget_user(self, user_id: str) -> list[str]:
+        """A member's data-deletion request: their prompts, delivery data and image files go; image hashes,
+        sizes and decisions stay for the record. Returns the file paths to delete."""
+        paths: list[str] = []
+        with self._sessions.begin() as session:
+            for row in session.scalars(select(JobRow).where(JobRow.user_id == user_id)):
+                row.prompt, row.negative_prompt, row.delivery = "[deleted]", "", {}
+                row.options = {k: v for k, v in row.options.items() if k not in ("safety_negative",)}
+                for image in row.images:
+                    paths += [p for p in (image.path, image.preview_path) if p]
+                    image.path, image.preview_path = "", None
+        return paths
+
+    def expire_images(self, before: datetime) -> list[str]:
+        """Images made before `before` lose their files (hashes stay). Returns the file paths to delete."""
+        paths: list[str] = []
+        with self._sessions.begin() as session:
+            query = select(ImageRow).join(JobRow).where(JobRow.created_at < before, ImageRow.path != "")
+            for image in session.scalars(query):
+                paths += [p for p in (image.path, image.preview_path) if p]
+                image.path, image.preview_path = "", None
+        return paths

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import discord
 
+from bot.db.models import JobStatus
 from bot.db.store import JobRecord, StoredImage
 from bot.discord import text
-from bot.discord.permissions import is_moderator
+from bot.discord.permissions import is_moderator, role_ids
 from bot.discord.reporter import InteractionReporter, delivery_data
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("reroll", "var", "up", "info", "delete", "report")
+ACTIONS = ("reroll", "var", "up", "info", "delete", "report", "appeal")
+MOD_ACTIONS = ("approve", "reject", "strike", "ban")
 _KINDS = {"reroll": "reroll", "var": "variation", "up": "upscale"}
 
 
@@ -33,7 +35,7 @@ def custom_id(action: str, job_id: str, index: int | None = None) -> str:
 
 class JobButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=r"imagine:(?P<action>reroll|var|up|info|delete|report):(?P<job>[0-9a-f]{32})(?::(?P<index>[0-9]))?",
+    template=r"imagine:(?P<action>reroll|var|up|info|delete|report|appeal):(?P<job>[0-9a-f]{32})(?::(?P<index>[0-9]))?",
 ):
     def __init__(
         self,
@@ -67,6 +69,44 @@ class JobButton(
     async def callback(self, interaction: discord.Interaction) -> None:
         client: ImagineClient = interaction.client  # type: ignore[assignment]
         await press(client, interaction, self.action, self.job_id, self.index)
+
+
+class ModButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"imagine:mod:(?P<action>approve|reject|strike|ban):(?P<job>[0-9a-f]{32})",
+):
+    """A moderator's decision under a post in the review channel."""
+
+    def __init__(self, action: str, job_id: str) -> None:
+        style = discord.ButtonStyle.success if action == "approve" else discord.ButtonStyle.danger
+        labels = {"approve": "Approve", "reject": "Reject", "strike": "Reject + strike", "ban": "Ban"}
+        super().__init__(
+            discord.ui.Button(label=labels[action], style=style, custom_id=f"imagine:mod:{action}:{job_id}")
+        )
+        self.action, self.job_id = action, job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ModButton:
+        return cls(match["action"], match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        client: ImagineClient = interaction.client  # type: ignore[assignment]
+        await decide(client, interaction, self.action, self.job_id)
+
+
+def review_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in MOD_ACTIONS:
+        view.add_item(ModButton(action, job_id))
+    return view
+
+
+def appeal_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton("appeal", job_id, label="Appeal", emoji="📨"))
+    return view
 
 
 def result_view(job: JobRecord, images: list[StoredImage]) -> discord.ui.View:
@@ -110,6 +150,48 @@ async def press(
         await _delete(client, interaction, job)
     elif action == "report":
         await _report(client, interaction, job)
+    elif action == "appeal":
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        outcome = await client.orchestrator.appeal(job, str(interaction.user.id))
+        await _ephemeral(interaction, text.appeal_outcome(outcome))
+
+
+async def decide(client: ImagineClient, interaction: discord.Interaction, action: str, job_id: str) -> None:
+    actor = str(interaction.user.id)
+    orchestrator = client.orchestrator
+    guild = str(interaction.guild_id) if interaction.guild_id else None
+    if not is_moderator(interaction, client.settings.discord):
+        await orchestrator.member_action(actor, f"mod.{action}", allowed=False, job_id=job_id, guild_id=guild)
+        await _ephemeral(interaction, text.not_moderator())
+        return
+    job = await asyncio.to_thread(orchestrator.store.get, job_id)
+    if job is None:
+        await _ephemeral(interaction, text.job_not_found(job_id[:8]))
+        return
+    await interaction.response.defer()  # the review post is edited below, when the decision is made
+    result = await orchestrator.decide(job, action, actor_id=actor, reporter=client.reporter_for(job))
+    if job.status is JobStatus.POSTED and action != "approve" and job.message_id and job.channel_id:
+        # A reported result the moderator rejects comes down.
+        try:
+            await client.get_partial_messageable(int(job.channel_id)).get_partial_message(int(job.message_id)).delete()
+            await orchestrator.member_action(actor, "message.deleted", allowed=True, job=job, guild_id=guild)
+            result += "; the posted message was removed"
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+            log.warning("could not remove the message of job %s: %s", job.id, error)
+    await asyncio.to_thread(
+        orchestrator.store.record_action,
+        actor,
+        f"mod.{action}",
+        allowed=True,
+        job_id=job_id,
+        guild_id=guild,
+        detail=result,
+    )
+    original = interaction.message.content if interaction.message is not None else ""
+    try:
+        await interaction.edit_original_response(content=text.review_decided(original, result, actor), view=None)
+    except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+        log.warning("could not mark the review of job %s as decided: %s", job_id, error)
 
 
 async def _derive(
@@ -127,6 +209,8 @@ async def _derive(
         nsfw_channel=is_age_restricted(interaction.channel),
         delivery=delivery_data(interaction),
         reporter=InteractionReporter(client, interaction),
+        roles=role_ids(interaction),
+        moderator=is_moderator(interaction, client.settings.discord),
     )
 
 
@@ -134,10 +218,9 @@ async def _delete(client: ImagineClient, interaction: discord.Interaction, job: 
     actor = str(interaction.user.id)
     allowed = actor == job.user_id or is_moderator(interaction, client.settings.discord)
     detail = None if actor == job.user_id else f"message of {job.user_id}"
-    store = client.orchestrator.store
     guild = str(interaction.guild_id) if interaction.guild_id else None
     if not allowed:
-        await asyncio.to_thread(store.record_action, actor, "delete", allowed=False, job_id=job.id, guild_id=guild)
+        await client.orchestrator.member_action(actor, "message.deleted", allowed=False, job=job, guild_id=guild)
         await _ephemeral(interaction, text.not_yours("delete"))
         return
     await interaction.response.defer()  # acknowledges the press; the message itself is what goes
@@ -149,8 +232,8 @@ async def _delete(client: ImagineClient, interaction: discord.Interaction, job: 
         log.warning("could not delete the result of job %s: %s", job.id, error)
         await _ephemeral(interaction, text.delete_failed())
         return
-    await asyncio.to_thread(
-        store.record_action, actor, "delete", allowed=True, job_id=job.id, guild_id=guild, detail=detail
+    await client.orchestrator.member_action(
+        actor, "message.deleted", allowed=True, job=job, guild_id=guild, detail=detail
     )
 
 
@@ -165,17 +248,16 @@ async def _report(client: ImagineClient, interaction: discord.Interaction, job: 
         files = await asyncio.to_thread(_spoilered, job)
         try:
             await client.get_partial_messageable(channel_id).send(
-                content=text.report_for_moderators(job, actor, url), files=files
+                content=text.report_for_moderators(job, actor, url), files=files, view=review_view(job.id)
             )
             forwarded = True
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
             log.error("could not send a report about job %s to the review channel: %s", job.id, error)
-    await asyncio.to_thread(
-        client.orchestrator.store.record_action,
+    await client.orchestrator.member_action(
         actor,
         "report",
         allowed=True,
-        job_id=job.id,
+        job=job,
         guild_id=str(interaction.guild_id) if interaction.guild_id else None,
         detail="sent to the review channel" if forwarded else "recorded (no review channel reached)",
     )

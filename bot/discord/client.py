@@ -13,9 +13,11 @@ from discord import app_commands
 
 from bot.config import Settings
 from bot.db.store import JobRecord
-from bot.discord.buttons import JobButton
+from bot.discord.buttons import JobButton, ModButton
 from bot.discord.commands import build_commands, on_command_error
+from bot.discord.mod_commands import mod_group
 from bot.discord.reporter import InteractionReporter, rehydrate
+from bot.discord.review import DiscordReviewDesk
 from bot.loop_monitor import LoopMonitor
 from bot.orchestrator import Orchestrator, Reporter
 
@@ -44,13 +46,16 @@ class ImagineClient(discord.Client):
         self.tree.error(on_command_error)
         for command in build_commands(settings.limits.max_count, settings.limits.max_steps):
             self.tree.add_command(command)
+        self.tree.add_command(mod_group())
+        orchestrator.review_desk = DiscordReviewDesk(self, settings.discord.review_channel_id)
         self.loop_monitor = LoopMonitor()
         self._saved_private: dict[str, tuple[float, bool]] = {}
         self._resumed = False
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(JobButton, ModButton)
         self.loop_monitor.start()
+        self._retention = asyncio.create_task(self._expire_images(), name="image-retention")
         guilds = [discord.Object(id=guild_id) for guild_id in self.settings.discord.guild_ids]
         if guilds:
             for guild in guilds:
@@ -60,7 +65,21 @@ class ImagineClient(discord.Client):
             await self.tree.sync()
         log.info("slash commands registered (%s)", f"{len(guilds)} server(s)" if guilds else "global")
 
+    async def _expire_images(self) -> None:
+        """Image retention: once an hour, files older than the configured number of days are deleted."""
+        while True:
+            try:
+                deleted = await self.orchestrator.expire_images()
+                if deleted:
+                    log.info("deleted %d image file(s) past the retention period", deleted)
+            except Exception:
+                log.exception("image retention failed; trying again in an hour")
+            await asyncio.sleep(3600)
+
     async def close(self) -> None:
+        retention = getattr(self, "_retention", None)
+        if retention is not None:
+            retention.cancel()
         await self.loop_monitor.stop()
         log.info("%s", self.loop_monitor.summary())
         await super().close()

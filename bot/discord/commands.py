@@ -16,7 +16,7 @@ from discord import app_commands
 
 from bot.aspect import ASPECTS, parse_size
 from bot.discord import text
-from bot.discord.permissions import is_moderator
+from bot.discord.permissions import is_moderator, role_ids
 from bot.discord.reporter import InteractionReporter, delivery_data
 from bot.orchestrator import Refusal
 from bot.prompt_params import valid_parameters
@@ -60,7 +60,7 @@ async def style_names(interaction: discord.Interaction, current: str) -> list[ap
     return _matching(await asyncio.to_thread(library.names), current)
 
 
-async def _reply(interaction: discord.Interaction, content: str) -> None:
+async def reply(interaction: discord.Interaction, content: str) -> None:
     """Answer a deferred ephemeral command, or one not yet answered."""
     try:
         if interaction.response.is_done():
@@ -133,6 +133,8 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
             style=style,
             aspect=aspect,
             private=True if hidden else private,
+            roles=role_ids(interaction),
+            moderator=is_moderator(interaction, client.settings.discord),
             nsfw_channel=is_age_restricted(interaction.channel),
             delivery=delivery_data(interaction),
         )
@@ -162,7 +164,7 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
         for job in jobs:
             position = await asyncio.to_thread(orchestrator.queue.position, job.id)
             rows.append((job, position.place if position is not None else None))
-        await _reply(interaction, text.queue_listing(rows, everyone=everyone))
+        await reply(interaction, text.queue_listing(rows, everyone=everyone))
 
     @app_commands.command(name="cancel", description="Stop a job of yours that is waiting or running")
     @app_commands.describe(job="The job id (from /queue); leave empty for your latest job")
@@ -175,13 +177,13 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
         if job is None:
             mine = await asyncio.to_thread(store.active_jobs, user_id)
             if not mine:
-                await _reply(interaction, text.nothing_to_cancel())
+                await reply(interaction, text.nothing_to_cancel())
                 return
             record = mine[-1]
         else:
             found = await asyncio.to_thread(store.find, job)
             if found is None:
-                await _reply(interaction, text.job_not_found(job))
+                await reply(interaction, text.job_not_found(job))
                 return
             record = found
         outcome = await client.orchestrator.cancel(
@@ -190,7 +192,7 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
             moderator=is_moderator(interaction, client.settings.discord),
             guild_id=str(interaction.guild_id) if interaction.guild_id else None,
         )
-        await _reply(interaction, text.cancel_outcome(record, outcome))
+        await reply(interaction, text.cancel_outcome(record, outcome))
 
     @app_commands.command(name="info", description="What you have used today and what remains")
     async def info(interaction: discord.Interaction) -> None:
@@ -201,9 +203,21 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
             client.orchestrator.store.usage_since, "discord", str(interaction.user.id), midnight
         )
         settings = client.settings
-        await _reply(
+        tier = settings.quota.tier_for(role_ids(interaction))
+        state = await asyncio.to_thread(
+            client.orchestrator.store.quota_state, "discord", str(interaction.user.id), tier
+        )
+        moderator = (
+            "\n-# As a moderator you are not held to these limits."
+            if is_moderator(interaction, settings.discord)
+            else ""
+        )
+        await reply(
             interaction,
-            text.usage(used.jobs, used.images, used.active, settings.bot.max_jobs_per_user, settings.limits.max_count),
+            text.usage(used.jobs, used.images, used.active, tier.max_concurrent, settings.limits.max_count)
+            + "\n"
+            + text.quota(state)
+            + moderator,
         )
 
     @app_commands.command(name="settings", description="Your own defaults for /imagine")
@@ -228,7 +242,7 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
         store = client.orchestrator.store
         user_id = str(interaction.user.id)
         if model is not None and model not in client.settings.registry.names():
-            await _reply(interaction, text.unknown_model(model, client.settings.registry.names()))
+            await reply(interaction, text.unknown_model(model, client.settings.registry.names()))
             return
         current = {} if reset else await asyncio.to_thread(store.user_settings, "discord", user_id)
         changes = {"model": model, "aspect": aspect, "steps": steps, "private": private}
@@ -237,7 +251,7 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
         if changed:
             await asyncio.to_thread(store.save_user_settings, "discord", user_id, updated)
             client.forget_saved(user_id)
-        await _reply(interaction, text.user_settings(updated, changed=changed))
+        await reply(interaction, text.user_settings(updated, changed=changed))
 
     @app_commands.command(name="help", description="What this bot does, its rules, and how to appeal")
     async def help_command(interaction: discord.Interaction) -> None:

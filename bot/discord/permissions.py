@@ -14,3 +14,8 @@ def is_moderator(interaction: discord.Interaction, settings: DiscordSettings) ->
         return True
     roles = getattr(interaction.user, "roles", ())
     return any(role.id in settings.moderator_role_ids for role in roles)
+
+
+def role_ids(interaction: discord.Interaction) -> tuple[str, ...]:
+    """The member's role ids (none in direct messages), for quota tiers."""
+    return tuple(str(role.id) for role in getattr(interaction.user, "roles", ()))

@@ -87,6 +87,12 @@ def _token_expired(error: discord.HTTPException) -> bool:
     return error.status in (401, 404) or error.code in (10015, 50027)
 
 
+def _appeal_view(job_id: str) -> discord.ui.View:
+    from bot.discord.buttons import appeal_view
+
+    return appeal_view(job_id)
+
+
 def _view(delivery: Delivery) -> discord.ui.View:
     from bot.discord.buttons import result_view  # the buttons answer through this module's reporter
 
@@ -101,19 +107,26 @@ class InteractionReporter:
     def _size_limit(self) -> int:
         return int(self.interaction.filesize_limit or DEFAULT_SIZE_LIMIT)
 
-    async def _edit(self, content: str, preview: bytes | None = None) -> None:
-        """Status edits are best effort: a lost edit must never stop the job."""
+    async def _edit(self, content: str, preview: bytes | None = None, view: discord.ui.View | None = None) -> bool:
+        """Status edits are best effort: a lost edit must never stop the job. Returns whether it was made."""
         try:
-            if preview is None:
+            if view is not None:
+                await self.interaction.edit_original_response(content=content, view=view)
+            elif preview is None:
                 await self.interaction.edit_original_response(content=content)
             else:
                 preview_file = discord.File(io.BytesIO(preview), filename="preview.png", spoiler=False)
                 await self.interaction.edit_original_response(content=content, attachments=[preview_file])
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
             log.info("could not edit the status message: %s", error)
+            return False
+        return True
 
     async def refused(self, refusal: Refusal) -> None:
-        await self._edit(text.refused(refusal))
+        if refusal.appealable_job is not None:
+            await self._edit(text.refused(refusal), view=_appeal_view(refusal.appealable_job))
+        else:
+            await self._edit(text.refused(refusal))
 
     async def queued(self, job: JobRecord, position: QueuePosition | None, eta_seconds: float | None) -> None:
         await self._edit(text.queued(job, position, eta_seconds))
@@ -125,7 +138,21 @@ class InteractionReporter:
         await self._edit(text.still_waiting(job))
 
     async def withheld(self, job: JobRecord, *, held: int, blocked: int, category: str | None) -> None:
-        await self._edit(text.withheld(job, held=held, blocked=blocked, category=category))
+        await self._edit(text.withheld(job, held=held, blocked=blocked, category=category), view=_appeal_view(job.id))
+
+    async def reviewed(self, job: JobRecord, *, approved: bool) -> None:
+        """Tell the member what a moderator decided: on the original message while its token lives, else in
+        the channel with a mention (never for a private job)."""
+        content = text.reviewed(job, approved=approved)
+        if await self._edit(content, view=discord.ui.View()):
+            return
+        if job.options.get("private") or job.channel_id is None:
+            return
+        try:
+            channel = self.client.get_partial_messageable(int(job.channel_id))
+            await channel.send(content=f"<@{job.user_id}> {content}")
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+            log.warning("could not tell %s about the review of job %s: %s", job.user_id, job.id, error)
 
     async def failed(self, job: JobRecord, reason: str) -> None:
         await self._edit(text.failed(job, reason))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bot.db.store import JobRecord
+from datetime import datetime
+
+from bot.db.store import Ban, JobRecord
 from bot.orchestrator import Delivery, Refusal
 from engine.queue.base import QueuePosition
 
@@ -262,4 +264,103 @@ def appeal_hint(review_channel_id: int | None) -> str:
     return (
         "if a prompt or image of yours was stopped and you think that is wrong, use 🚩 on a result or ask a "
         f"moderator of this server{where}; every decision is recorded, so it can be looked at again."
+    )
+
+
+def reviewed(job: JobRecord, *, approved: bool) -> str:
+    if approved:
+        return f"✅ A moderator looked at your request and approved it: it is on its way.\n-# job `{short_id(job.id)}`"
+    return f"🛡️ A moderator looked at your request and kept it back.\n-# job `{short_id(job.id)}`"
+
+
+def appeal_outcome(outcome: str) -> str:
+    return {
+        "opened": "📨 Your appeal was sent to this server's moderators. You will hear back here.",
+        "duplicate": "You have already appealed this one; a moderator will look at it.",
+        "limit": "You have used today's appeals. Try again tomorrow, or ask a moderator.",
+        "closed": "Appeals are turned off on this server; ask a moderator.",
+        "not yours": "Only the person whose request it was can appeal it.",
+    }[outcome]
+
+
+def review_post(job: JobRecord, *, heading: str) -> str:
+    scores = [
+        f"image {image.index + 1}: {image.gate_action} {image.gate_category or ''} "
+        f"({image.gate_layer or '-'}, {image.gate_score:.2f})"
+        for image in job.images
+        if image.gate_score is not None and image.gate_action != "allow"
+    ]
+    lines = [
+        f"**{heading}** · job `{job.id}` by <@{job.user_id}>",
+        f"> {quote_prompt(job.prompt, 500)}",
+        f"-# model {job.model} · seed {job.seed} · status {job.status.value}"
+        + (f" · {job.outcome}" if job.outcome else ""),
+    ]
+    if scores:
+        lines.append("-# " + " · ".join(scores))
+    return "\n".join(lines)
+
+
+def review_decided(original: str, result: str, moderator_id: str) -> str:
+    return f"{original}\n**Decision:** {result} by <@{moderator_id}>"
+
+
+def not_moderator() -> str:
+    return "🙅 Only moderators can do that. This attempt was noted."
+
+
+def _until(until: datetime | None) -> str:
+    return "for good" if until is None else f"until <t:{int(until.timestamp())}:f>"
+
+
+def banned(user_id: str, until: datetime | None) -> str:
+    return f"⛔ <@{user_id}> may not make images here {_until(until)}."
+
+
+def unbanned(user_id: str, lifted: int) -> str:
+    return f"✅ Lifted {lifted} ban(s) of <@{user_id}>." if lifted else f"<@{user_id}> has no ban in force here."
+
+
+def strikes(user_id: str, listed: list[tuple[datetime, str, str]], to_ban: int, days: int, ban: Ban | None) -> str:
+    lines = [f"**Strikes of <@{user_id}>** in the last {days} days: {len(listed)} (a ban comes at {to_ban})"]
+    lines += [
+        f"• <t:{int(at.timestamp())}:d> by <@{actor}>: {quote_prompt(reason, 100)}" for at, reason, actor in listed
+    ]
+    if ban is not None:
+        lines.append(f"⛔ That made a ban {_until(ban.until)}.")
+    return "\n".join(lines)
+
+
+def history(user_id: str, entries: list[str]) -> str:
+    if not entries:
+        return f"<@{user_id}> has no record here."
+    return f"**Record of <@{user_id}>** (newest jobs first)\n" + "\n".join(f"• {e}" for e in entries[:25])
+
+
+def purged(user_id: str, result: tuple[int, int]) -> str:
+    files, redacted = result
+    return (
+        f"🧹 Deleted the data of <@{user_id}>: {files} image file(s), their prompts, and {redacted} audit entries "
+        "redacted (the audit chain stays verifiable)."
+    )
+
+
+def quota(state: object) -> str:
+    from bot.db.store import QuotaState
+
+    assert isinstance(state, QuotaState)
+    tier = state.tier
+    refill = (
+        f" One more image in about {max(1, round(state.retry_after_seconds / 60))} min."
+        if state.retry_after_seconds
+        else ""
+    )
+    budget = (
+        f"\n**GPU time today:** {state.gpu_seconds_today:.0f} of {tier.daily_gpu_seconds:g} s."
+        if tier.daily_gpu_seconds is not None
+        else ""
+    )
+    return (
+        f"**Images you can ask for now:** {int(state.tokens)} of {tier.burst:g} "
+        f"(refills {tier.refill_per_hour:g} an hour).{refill}{budget}\n-# tier {tier.name}"
     )

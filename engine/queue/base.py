@@ -55,7 +55,10 @@ class JobQueue(Protocol):
         ...
 
     def position(self, job_id: str) -> QueuePosition | None:
-        """Where a waiting job stands among the jobs for its model; None once it runs or ended."""
+        """Where a waiting job stands among the jobs for its model; None once it runs or ended. An estimate
+        under fair turns: its owner's waiting jobs before it, plus, per other owner, about as many turns as
+        those scaled by the weights (one more when that owner's oldest job is older), never more than that
+        owner has waiting; turns already earned (virtual times) and image counts of turns are left out."""
         ...
 
     def cancel(self, job_id: str) -> bool:
@@ -68,9 +71,11 @@ class JobQueue(Protocol):
 
     # Consumer side.
     def claim(self, worker: str, *, models: Sequence[str], max_images: int, timeout: float) -> list[Job]:
-        """Take the next batch: the oldest claimable job for one of `models` (earlier models preferred, but
-        a job that waited long is taken first whatever its model), plus later jobs with the same
-        `Job.batch_key`, up to `max_images` images in all (the first job always counts, even if larger).
+        """Take the next batch. The model: that of the oldest claimable job if it waited long, whatever its
+        model; else the earliest of `models` with claimable work. Within that model owners take turns
+        (`engine.queue.fair`): the first job is the oldest of the owner with the least weighted service so far,
+        and the batch is filled with jobs with the same `Job.batch_key`, again owner by owner, up to
+        `max_images` images in all (the first job always counts, even if larger).
         Waits up to `timeout` seconds for work; returns [] if none came. Each claim lasts one lease."""
         ...
 

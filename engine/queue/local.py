@@ -2,6 +2,9 @@
 
 No service to run, and a job the bot accepted survives a restart of either process: it is
 on disk before `submit` returns, and a claim is only a lease that runs out if its engine dies.
+
+Owners take turns (see `fair`): `fair_owners` holds each owner's virtual time per model and `fair_clocks`
+each model's clock, both changed in the claim's own write transaction.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from pathlib import Path
 
 from engine.errors import QueueError
 from engine.jobs import Event, EventKind, Job
+from engine.queue import fair
 from engine.queue.base import EngineStatus, QueuePosition
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -32,9 +36,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     enqueued_at REAL NOT NULL,
     model TEXT NOT NULL DEFAULT '',
     batch_key TEXT NOT NULL DEFAULT '',
-    images INTEGER NOT NULL DEFAULT 1
+    images INTEGER NOT NULL DEFAULT 1,
+    owner TEXT NOT NULL DEFAULT '',
+    weight INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, enqueued_at);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (model, owner, enqueued_at);
+CREATE TABLE IF NOT EXISTS fair_owners (
+    model TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    vtime REAL NOT NULL,
+    PRIMARY KEY (model, owner)
+);
+CREATE TABLE IF NOT EXISTS fair_clocks (
+    model TEXT PRIMARY KEY,
+    vtime REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id TEXT NOT NULL,
@@ -59,8 +76,13 @@ _V1_COLUMNS = (
     "ALTER TABLE jobs ADD COLUMN batch_key TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE jobs ADD COLUMN images INTEGER NOT NULL DEFAULT 1",
 )
+_V2_COLUMNS = (
+    "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE jobs ADD COLUMN weight INTEGER NOT NULL DEFAULT 1",
+)
 
 QUEUED, CLAIMED, FINISHED = "queued", "claimed", "finished"
+Row = tuple[str, str, int, int, str, int]  # id, body, attempts, cancel_requested, batch_key, images
 _CLAIMABLE = "(state = 'queued' OR (state = 'claimed' AND lease_until < ?))"  # the parameter: now
 
 
@@ -98,6 +120,9 @@ class LocalQueue:
             if exists and version < 2:
                 for statement in _V1_COLUMNS:
                     db.execute(statement)
+            if exists and version < 3:
+                for statement in _V2_COLUMNS:
+                    db.execute(statement)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
@@ -130,9 +155,19 @@ class LocalQueue:
     def submit(self, job: Job) -> bool:
         with self._write() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO jobs (id, body, state, enqueued_at, model, batch_key, images)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job.id, job.to_json(), QUEUED, time.time(), job.model, job.batch_key, job.spec.count),
+                "INSERT OR IGNORE INTO jobs (id, body, state, enqueued_at, model, batch_key, images, owner, weight)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.to_json(),
+                    QUEUED,
+                    time.time(),
+                    job.model,
+                    job.batch_key,
+                    job.spec.count,
+                    job.owner,
+                    fair.weight_of(job.weight),
+                ),
             )
             return cursor.rowcount == 1
 
@@ -143,17 +178,34 @@ class LocalQueue:
         return [(str(seq), Event.from_json(str(body))) for seq, body in rows]
 
     def position(self, job_id: str) -> QueuePosition | None:
-        rows = self._read(
-            "SELECT COUNT(o.id), COALESCE(SUM(o.images), 0) FROM jobs AS j LEFT JOIN jobs AS o"
-            " ON o.model = j.model AND o.state = 'queued'"
-            " AND (o.enqueued_at < j.enqueued_at OR (o.enqueued_at = j.enqueued_at AND o.rowid < j.rowid))"
-            " WHERE j.id = ? AND j.state = 'queued' GROUP BY j.id",
-            job_id,
-        )
-        if not rows:
-            return None
-        jobs, images = rows[0]
-        return QueuePosition(jobs_ahead=int(str(jobs)), images_ahead=int(str(images)))
+        """See `JobQueue.position`: this owner's waiting jobs before it, plus each other owner's share of
+        turns meanwhile (`fair.jobs_ahead`)."""
+        with self._lock:
+            me = self._db.execute(
+                "SELECT model, owner, weight, enqueued_at, rowid FROM jobs WHERE id = ? AND state = 'queued'",
+                (job_id,),
+            ).fetchone()
+            if me is None:
+                return None
+            model, owner, weight, enqueued_at, rowid = me
+            rows = self._db.execute(
+                "SELECT owner, weight, images, (enqueued_at < ? OR (enqueued_at = ? AND rowid < ?)) FROM jobs"
+                " WHERE model = ? AND state = 'queued' ORDER BY enqueued_at, rowid",
+                (enqueued_at, enqueued_at, rowid, model),
+            ).fetchall()
+        own_jobs = own_images = 0
+        others: dict[str, tuple[int, bool, list[int]]] = {}
+        for other, other_weight, images, before in rows:
+            if other == owner:
+                if before:
+                    own_jobs += 1
+                    own_images += int(images)
+            elif other in others:
+                others[other][2].append(int(images))
+            else:
+                others[str(other)] = (fair.weight_of(other_weight), bool(before), [int(images)])
+        jobs, images = fair.jobs_ahead(own_jobs, fair.weight_of(weight), others.values())
+        return QueuePosition(jobs_ahead=own_jobs + jobs, images_ahead=own_images + images)
 
     def cancel(self, job_id: str) -> bool:
         with self._write() as db:
@@ -208,32 +260,86 @@ class LocalQueue:
         rank = " ".join(f"WHEN ? THEN {i}" for i in range(len(models)))
         with self._write() as db:
             while True:
+                # The model: the oldest job's if one waited too long, else the most preferred with work.
                 head = db.execute(
-                    f"SELECT id, body, attempts, cancel_requested, batch_key, images FROM jobs"
-                    f" WHERE {_CLAIMABLE} AND model IN ({marks})"
+                    f"SELECT model FROM jobs WHERE {_CLAIMABLE} AND model IN ({marks})"
                     f" ORDER BY CASE WHEN enqueued_at < ? THEN -1 ELSE CASE model {rank} END END,"
                     " enqueued_at, rowid LIMIT 1",
                     (now, *models, now - self.prefer_loaded_for_seconds, *models),
                 ).fetchone()
                 if head is None:
                     return []
-                first = self._take(db, head[:4], worker, now)
+                model = str(head[0])
+                turns = self._turns(db, model)
+                # Within it, the owner whose turn it is: each owner's oldest claimable job competes.
+                heads = [
+                    fair.Candidate[Row](
+                        owner=str(owner),
+                        weight=fair.weight_of(weight),
+                        images=int(images),
+                        order=(float(enqueued_at), float(rowid)),
+                        item=(str(job_id), str(body), int(attempts), int(cancel), str(batch_key), int(images)),
+                    )
+                    for job_id, body, attempts, cancel, batch_key, images, owner, weight, enqueued_at, rowid in (
+                        db.execute(
+                            "SELECT id, body, attempts, cancel_requested, batch_key, images, owner, weight,"
+                            " enqueued_at, r FROM (SELECT *, rowid AS r, ROW_NUMBER() OVER"
+                            " (PARTITION BY owner ORDER BY enqueued_at, rowid) AS n"
+                            f" FROM jobs WHERE {_CLAIMABLE} AND model = ?) WHERE n = 1",
+                            (now, model),
+                        ).fetchall()
+                    )
+                ]
+                chosen = turns.pick(heads)
+                if chosen is None:
+                    return []
+                first = self._take(db, chosen.item[:4], worker, now)
                 if first is not None:
                     break
-            batch, images = [first], int(head[5])
-            for row in db.execute(
-                f"SELECT id, body, attempts, cancel_requested, images FROM jobs"
-                f" WHERE {_CLAIMABLE} AND batch_key = ? AND id != ?"
-                " ORDER BY enqueued_at, rowid",
-                (now, head[4], head[0]),
-            ).fetchall():
-                if images + int(row[4]) > max_images:
-                    break
-                job = self._take(db, row[:4], worker, now)
+            turns.advance_clock(chosen.owner)
+            turns.charge(chosen)
+            batch = [first]
+
+            def take(candidate: fair.Candidate[Row]) -> bool:
+                job = self._take(db, candidate.item[:4], worker, now)
                 if job is not None:
                     batch.append(job)
-                    images += int(row[4])
+                return job is not None
+
+            compatible = [
+                fair.Candidate[Row](
+                    owner=str(owner),
+                    weight=fair.weight_of(weight),
+                    images=int(images),
+                    order=(float(enqueued_at), float(rowid)),
+                    item=(str(job_id), str(body), int(attempts), int(cancel), str(batch_key), int(images)),
+                )
+                for job_id, body, attempts, cancel, batch_key, images, owner, weight, enqueued_at, rowid in (
+                    db.execute(
+                        "SELECT id, body, attempts, cancel_requested, batch_key, images, owner, weight,"
+                        f" enqueued_at, rowid FROM jobs WHERE {_CLAIMABLE} AND batch_key = ? AND id != ?",
+                        (now, chosen.item[4], chosen.item[0]),
+                    ).fetchall()
+                )
+            ]
+            turns.fill(compatible, chosen.images, max_images, take)
+            self._save_turns(db, model, turns)
             return batch
+
+    @staticmethod
+    def _turns(db: sqlite3.Connection, model: str) -> fair.Turns:
+        row = db.execute("SELECT vtime FROM fair_clocks WHERE model = ?", (model,)).fetchone()
+        vtimes = db.execute("SELECT owner, vtime FROM fair_owners WHERE model = ?", (model,)).fetchall()
+        return fair.Turns(float(row[0]) if row else 0.0, {str(owner): float(vtime) for owner, vtime in vtimes})
+
+    @staticmethod
+    def _save_turns(db: sqlite3.Connection, model: str, turns: fair.Turns) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO fair_owners (model, owner, vtime) VALUES (?, ?, ?)",
+            [(model, owner, turns.vtimes[owner]) for owner in turns.charged],
+        )
+        db.execute("INSERT OR REPLACE INTO fair_clocks (model, vtime) VALUES (?, ?)", (model, turns.clock))
+        db.execute("DELETE FROM fair_owners WHERE model = ? AND vtime <= ?", (model, turns.clock))
 
     def claim(self, worker: str, *, models: Sequence[str], max_images: int, timeout: float) -> list[Job]:
         deadline = time.monotonic() + timeout

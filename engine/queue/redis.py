@@ -10,24 +10,28 @@ Keys, all under `prefix` (default "imagine"):
   ids are the cursors, so a bot that reconnects replays from the last id it saw.
 - `{prefix}:dead`: jobs set aside after too many attempts. `{prefix}:engine:{worker}` (with a TTL) and
   the set `{prefix}:engines`: what each engine last advertised.
+- Fair turns (`engine.queue.fair`), per model token: `{prefix}:owners:{model}`, the owners with waiting jobs;
+  `{prefix}:owner-jobs:{model}:{hex owner}`, an owner's waiting jobs scored by stream order;
+  `{prefix}:fair:{model}`, each owner's virtual time; `{prefix}:fair-clock:{model}`, the model's clock.
 - `{prefix}:nudge:{model}`: a one-entry stream touched when a job is handed back, so that engines waiting
   for work wake up at once (a handed-back job adds nothing to the jobs stream).
 
-Claiming, in one script per call: for each stream, the claimable entries are, oldest first, the pending
-ones idle longer than a lease (their engine died, or they were handed back) and then the undelivered ones.
-The first such job plus later ones with the same batch key, up to `max_images`, are taken. Pending ones are
-moved with XCLAIM (XPENDING IDLE + XCLAIM rather than XAUTOCLAIM, so that incompatible ones are left
-untouched); undelivered ones are delivered with XREADGROUP, which cannot skip entries: the incompatible
-ones it passes over are handed straight back to the pseudo-consumer "~released" with an idle time of "since
-1970" and their delivery count reset, so the next claim by any engine takes them first. Delivery counts
+Claiming, in one script per call: for each stream, the claimable jobs are the pending entries idle longer
+than a lease (their engine died) and the waiting jobs in each owner's line (undelivered, or handed back).
+The owners take turns (`engine.queue.fair`), for the first job and for the rest of the batch (same batch
+key, up to `max_images`), and the fairness state changes in the same script. Pending ones are moved with
+XCLAIM (XPENDING IDLE + XCLAIM rather than XAUTOCLAIM, so that other jobs are left untouched); undelivered
+ones are delivered with XREADGROUP, which cannot skip entries: the ones it passes over are handed straight
+back to the pseudo-consumer "~released" with an idle time of "since 1970" and their delivery count reset,
+still waiting in their owners' lines, untried. Delivery counts
 are attempts: the next claim of an entry delivered `max_attempts` times dead-letters it instead. `release`
 hands back with the count lowered by one (RETRYCOUNT), `recover` with the count kept. A heartbeat is an
 XCLAIM of the engine's own entry with JUSTID, which restarts the idle clock without counting a delivery.
 When nothing is claimable the caller waits with XREAD BLOCK on the jobs and nudge streams, waking at least
 every second (or every half lease if shorter) to notice leases that ran out.
 
-The scripts build job, events and dead-letter key names from the prefix, so this needs one Redis server
-(or a primary with replicas), not Redis Cluster.
+The scripts build job, events, dead-letter and fairness key names from the prefix, so this needs one Redis
+server (or a primary with replicas), not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from redis.commands.core import Script
 
 from engine.errors import QueueError
 from engine.jobs import Event, EventKind, Job
+from engine.queue import fair
 from engine.queue.base import EngineStatus, QueuePosition
 
 GROUP = "engines"
@@ -76,8 +81,45 @@ local function add_event(job, event)
   redis.call('EXPIRE', key, events_ttl)
 end
 
+-- Fair turns (see the module docstring): per model token, the owners with waiting jobs, each owner's waiting
+-- jobs in stream order, each owner's virtual time and the model's clock.
+local function hex(s) return (string.gsub(s, '.', function(c) return string.format('%02x', string.byte(c)) end)) end
+local function owners_key(token) return prefix .. ':owners:' .. token end
+local function owner_jobs_key(token, owner) return prefix .. ':owner-jobs:' .. token .. ':' .. hex(owner) end
+local function entry_parts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function entry_order(id)
+  local ms, seq = entry_parts(id)
+  return ms * 4096 + math.min(seq, 4095)
+end
+local function entry_le(a, b)
+  local a_ms, a_seq = entry_parts(a)
+  local b_ms, b_seq = entry_parts(b)
+  return a_ms < b_ms or (a_ms == b_ms and a_seq <= b_seq)
+end
+
+-- A job starts or stops waiting for its owner's turn.
+local function enqueue(job)
+  local h = redis.call('HMGET', job_key(job), 'token', 'owner', 'entry')
+  if not h[1] then return end
+  local owner = h[2] or ''
+  redis.call('ZADD', owner_jobs_key(h[1], owner), entry_order(h[3]), job)
+  redis.call('SADD', owners_key(h[1]), owner)
+end
+local function dequeue(job)
+  local h = redis.call('HMGET', job_key(job), 'token', 'owner')
+  if not h[1] then return end
+  local owner = h[2] or ''
+  local key = owner_jobs_key(h[1], owner)
+  redis.call('ZREM', key, job)
+  if redis.call('ZCARD', key) == 0 then redis.call('SREM', owners_key(h[1]), owner) end
+end
+
 -- The one way a job ends: its terminal event, the state, and its entry gone from the jobs stream.
 local function end_job(job, stream, entry, event)
+  dequeue(job)
   add_event(job, event)
   redis.call('HSET', job_key(job), 'state', 'finished')
   redis.call('EXPIRE', job_key(job), events_ttl)
@@ -88,14 +130,17 @@ end
 local function nudge(key) redis.call('XADD', key, 'MAXLEN', '1', '*', 'n', '1') end
 """
 
-# KEYS: job hash, jobs stream, models set. ARGV[5..]: job id, body, model, batch key, images, enqueued_at, nudge key.
+# KEYS: job hash, jobs stream, models set. ARGV[5..]: job id, body, model, batch key, images, enqueued_at, nudge key,
+# owner, weight, model token.
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.pcall('XGROUP', 'CREATE', KEYS[2], group, '0', 'MKSTREAM')  -- BUSYGROUP when it exists: fine
 local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[5])
 redis.call('HSET', KEYS[1], 'body', ARGV[6], 'model', ARGV[7], 'batch_key', ARGV[8], 'images', ARGV[9],
-  'state', 'queued', 'cancel', '0', 'enqueued_at', ARGV[10], 'stream', KEYS[2], 'nudge', ARGV[11], 'entry', entry)
+  'state', 'queued', 'cancel', '0', 'enqueued_at', ARGV[10], 'stream', KEYS[2], 'nudge', ARGV[11], 'entry', entry,
+  'owner', ARGV[12], 'weight', ARGV[13], 'token', ARGV[14])
 redis.call('SADD', KEYS[3], ARGV[7])
+enqueue(ARGV[5])
 return 1
 """
 
@@ -135,25 +180,40 @@ local function job_of(stream, id)
   return found[1][2][2]
 end
 
-local function fields(job)
-  return redis.call('HMGET', job_key(job), 'state', 'batch_key', 'images', 'body', 'cancel')
-end
+local FIELDS = {'state', 'batch_key', 'images', 'body', 'cancel', 'owner', 'weight', 'token', 'entry'}
+local function fields(job) return redis.call('HMGET', job_key(job), unpack(FIELDS)) end
 
-local function take(stream, nudge_key, last)
-  local taken, key, images = {}, nil, 0
-  local function full() return key ~= nil and images >= max_images end
-  local function fits(h) return key == nil or (h[2] == key and images + tonumber(h[3]) <= max_images) end
-  local function accept(job, h)
-    key = key or h[2]
-    images = images + tonumber(h[3])
-    redis.call('HSET', job_key(job), 'state', 'claimed', 'worker', worker)
-    table.insert(taken, job)
-    table.insert(taken, h[4])
+local function weight_of(w)
+  local n = tonumber(w)
+  if not n or n ~= n or n < 1 or n == math.huge then return 1 end
+  return math.floor(n)
+end
+local function rounded(v) return math.floor(v * 1e9 + 0.5) end
+
+local function take(stream, nudge_key, token, last)
+  local fair_key, clock_key = prefix .. ':fair:' .. token, prefix .. ':fair-clock:' .. token
+  local clock = tonumber(redis.call('GET', clock_key) or '0')
+  local vtimes, charged = {}, {}
+  local function start(owner)
+    local v = vtimes[owner]
+    if v == nil then
+      local stored = redis.call('ZSCORE', fair_key, owner)
+      v = stored and tonumber(stored) or clock
+      vtimes[owner] = v
+    end
+    return math.max(v, clock)
   end
 
-  -- 1. Leases that ran out, and jobs handed back: pending entries idle longer than a lease, oldest first.
+  -- A job queued by an earlier release (no token): give it its place in its owner's line.
+  local function adopt(job, h)
+    redis.call('HSET', job_key(job), 'token', token, 'owner', h[6] or '', 'weight', h[7] or '1')
+    enqueue(job)
+  end
+
+  -- 1. Pending entries idle longer than a lease: leases that ran out (candidates of their own), and jobs handed
+  -- back (waiting in their owner's line already). Ends whatever must not run again.
+  local expired = {}  -- owner -> candidates, oldest first
   for _, p in ipairs(redis.call('XPENDING', stream, group, 'IDLE', lease_ms, '-', '+', scan)) do
-    if full() then break end
     local id, count = p[1], tonumber(p[4])
     local job = job_of(stream, id)
     if not job then
@@ -170,47 +230,165 @@ local function take(stream, nudge_key, last)
         local event = string.gsub(dead_event, '__ATTEMPTS__', tostring(count))
         redis.call('XADD', dead_key, 'MAXLEN', '~', dead_maxlen, '*', 'job', job, 'reason', reason)
         end_job(job, stream, id, event)
-      elseif fits(h) then
-        redis.call('XCLAIM', stream, group, worker, 0, id, 'RETRYCOUNT', count + 1, 'JUSTID')
-        accept(job, h)
+      elseif h[1] == 'claimed' then
+        local owner = h[6] or ''
+        expired[owner] = expired[owner] or {}
+        table.insert(expired[owner], {job = job, entry = id, order = entry_order(id), owner = owner,
+          weight = weight_of(h[7]), images = tonumber(h[3]), key = h[2], body = h[4], count = count})
+      elseif not h[8] then
+        adopt(job, h)
       end
     end
   end
+  -- Undelivered jobs from an earlier release come first in the stream: adopt them.
+  for _, e in ipairs(redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 16)) do
+    local h = fields(e[2][2])
+    if h[8] then break end
+    if h[1] == 'queued' then adopt(e[2][2], h) end
+  end
 
-  -- 2. Entries never delivered, oldest first. XREADGROUP delivers in order only, so whatever it passes
-  -- over is handed straight back to the pseudo-consumer, as never tried and ready to be claimed.
-  if not full() then
-    local entries = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', scan)
-    local plan, upto = {}, 0
-    for i, e in ipairs(entries) do
-      if full() then break end
-      local job = e[2][2]
-      local h = fields(job)
-      if not h[1] or h[1] == 'finished' then
-        plan[i] = 'garbage'  -- forgotten or ended while queued
-      elseif h[1] == 'queued' and fits(h) then
-        accept(job, h)
-        plan[i] = 'take'
-        upto = i
-      else
-        plan[i] = 'back'
+  -- 2. One reader per owner: its expired leases and its waiting jobs, oldest first.
+  local stale, readers, seen = {}, {}, {}
+  local function reader(owner)
+    if seen[owner] then return end
+    seen[owner] = true
+    table.insert(readers, {owner = owner, key = owner_jobs_key(token, owner), offset = 0, buf = {}, i = 1,
+      done = false, extra = expired[owner] or {}, e = 1})
+  end
+  for _, owner in ipairs(redis.call('SMEMBERS', owners_key(token))) do reader(owner) end
+  for owner, _ in pairs(expired) do reader(owner) end
+  local function peek(r)
+    while r.i > #r.buf and not r.done do
+      local found = redis.call('ZRANGE', r.key, r.offset, r.offset + 15, 'WITHSCORES')
+      r.offset = r.offset + 16
+      r.done = #found < 32 or r.offset >= scan
+      r.buf, r.i = {}, 1
+      for k = 1, #found, 2 do
+        local job = found[k]
+        local h = fields(job)
+        if h[1] == 'queued' and h[8] == token and (h[6] or '') == r.owner then
+          table.insert(r.buf, {job = job, entry = h[9], order = tonumber(found[k + 1]), owner = r.owner,
+            weight = weight_of(h[7]), images = tonumber(h[3]), key = h[2], body = h[4]})
+        else
+          table.insert(stale, {r.key, job, r.owner})
+        end
       end
     end
-    local handed_back = false
-    if upto > 0 then
-      redis.call('XREADGROUP', 'GROUP', group, worker, 'COUNT', upto, 'STREAMS', stream, '>')
+    local z, x = r.buf[r.i], r.extra[r.e]
+    if z and x then
+      if x.order <= z.order then return x, 'e' end
+      return z, 'i'
     end
-    for i, e in ipairs(entries) do
+    if x then return x, 'e' end
+    return z, 'i'
+  end
+  local function pop(r)
+    local _, which = peek(r)
+    r[which] = r[which] + 1
+  end
+  local function pick(fits)
+    local best, best_reader, best_rank
+    for _, r in ipairs(readers) do
+      local c = peek(r)
+      while c and not fits(c) do
+        pop(r)
+        c = peek(r)
+      end
+      if c then
+        local rank = rounded(start(c.owner))
+        if not best or rank < best_rank or (rank == best_rank and c.order < best.order) then
+          best, best_reader, best_rank = c, r, rank
+        end
+      end
+    end
+    if best then pop(best_reader) end
+    return best
+  end
+
+  -- 3. Take: pending entries move to this worker now; undelivered ones are delivered together at the end.
+  local taken, deliver, taken_ids, latest, images = {}, {}, {}, nil, 0
+  local function claim_one(c)
+    if c.count == nil then
+      if entry_le(c.entry, last) then
+        local p = redis.call('XPENDING', stream, group, c.entry, c.entry, 1)
+        if #p == 0 then
+          table.insert(stale, {owner_jobs_key(token, c.owner), c.job, c.owner})
+          return false
+        end
+        c.count = tonumber(p[1][4])
+        if c.count >= max_attempts then
+          local reason = string.gsub(dead_reason, '__ATTEMPTS__', tostring(c.count))
+          local event = string.gsub(dead_event, '__ATTEMPTS__', tostring(c.count))
+          redis.call('XADD', dead_key, 'MAXLEN', '~', dead_maxlen, '*', 'job', c.job, 'reason', reason)
+          end_job(c.job, stream, c.entry, event)
+          return false
+        end
+      else
+        table.insert(deliver, c.entry)
+        if not latest or entry_le(latest, c.entry) then latest = c.entry end
+      end
+    end
+    if c.count ~= nil then
+      redis.call('XCLAIM', stream, group, worker, 0, c.entry, 'RETRYCOUNT', c.count + 1, 'JUSTID')
+    end
+    dequeue(c.job)
+    redis.call('HSET', job_key(c.job), 'state', 'claimed', 'worker', worker)
+    taken_ids[c.entry] = true
+    images = images + c.images
+    table.insert(taken, c.job)
+    table.insert(taken, c.body)
+    return true
+  end
+  local function charge(c)
+    vtimes[c.owner] = start(c.owner) + c.images / c.weight
+    charged[c.owner] = true
+  end
+
+  local first
+  repeat
+    first = pick(function() return true end)
+    if not first then break end
+  until claim_one(first)
+  if first then
+    clock = math.max(clock, start(first.owner))
+    charge(first)
+    while images < max_images do
+      local c = pick(function(c) return c.key == first.key and images + c.images <= max_images end)
+      if not c then break end
+      if claim_one(c) then charge(c) end
+    end
+  end
+
+  -- Deliver what was taken from the undelivered ones; whatever XREADGROUP passes over is handed straight
+  -- back to the pseudo-consumer, as never tried and ready to be claimed.
+  if latest then
+    local passed = redis.call('XRANGE', stream, '(' .. last, latest)
+    redis.call('XREADGROUP', 'GROUP', group, worker, 'COUNT', #passed, 'STREAMS', stream, '>')
+    local handed_back = false
+    for _, e in ipairs(passed) do
       local id = e[1]
-      if plan[i] == 'garbage' then
-        if i <= upto then redis.call('XACK', stream, group, id) end
-        redis.call('XDEL', stream, id)
-      elseif plan[i] == 'back' and i <= upto then
-        redis.call('XCLAIM', stream, group, released, 0, id, 'TIME', 0, 'RETRYCOUNT', 0, 'JUSTID')
-        handed_back = true
+      if not taken_ids[id] then
+        local state = redis.call('HGET', job_key(e[2][2]), 'state')
+        if not state or state == 'finished' then
+          redis.call('XACK', stream, group, id)
+          redis.call('XDEL', stream, id)
+        else
+          redis.call('XCLAIM', stream, group, released, 0, id, 'TIME', 0, 'RETRYCOUNT', 0, 'JUSTID')
+          handed_back = true
+        end
       end
     end
     if handed_back then nudge(nudge_key) end
+  end
+
+  for _, s in ipairs(stale) do
+    redis.call('ZREM', s[1], s[2])
+    if redis.call('ZCARD', s[1]) == 0 then redis.call('SREM', owners_key(token), s[3]) end
+  end
+  if first then
+    for owner, _ in pairs(charged) do redis.call('ZADD', fair_key, vtimes[owner], owner) end
+    redis.call('SET', clock_key, clock)
+    redis.call('ZREMRANGEBYSCORE', fair_key, '-inf', clock)
   end
   return taken
 end
@@ -245,7 +423,7 @@ table.sort(candidates, function(a, b)
   return a.index < b.index
 end)
 for _, c in ipairs(candidates) do
-  local taken = take(KEYS[c.index], KEYS[n + c.index], c.last)
+  local taken = take(KEYS[c.index], KEYS[n + c.index], ARGV[16 + c.index], c.last)
   if #taken > 0 then return {taken, {}} end
 end
 
@@ -301,6 +479,7 @@ if #pending > 0 then count = tonumber(pending[1][4]) end
 redis.call('XCLAIM', h[3], group, ARGV[7], 0, h[4], 'TIME', 0, 'RETRYCOUNT', math.max(count - 1, 0), 'JUSTID')
 redis.call('HSET', job_key(job), 'state', 'queued')
 redis.call('HDEL', job_key(job), 'worker')
+enqueue(job)
 nudge(h[5])
 return 1
 """
@@ -323,6 +502,7 @@ for i = 1, n do
         redis.call('XCLAIM', stream, group, released, 0, id, 'TIME', 0, 'JUSTID')
         redis.call('HSET', job_key(found[1][2][2]), 'state', 'queued')
         redis.call('HDEL', job_key(found[1][2][2]), 'worker')
+        enqueue(found[1][2][2])
         recovered = recovered + 1
         handed_back = true
       else
@@ -335,16 +515,57 @@ end
 return recovered
 """
 
-# ARGV[5..]: job id, scan limit. Returns {jobs ahead, images ahead}, or nil when the job is not waiting.
+# ARGV[5..]: job id, scan limit. Returns {jobs ahead, images ahead}, or nil when the job is not waiting: its owner's
+# waiting jobs before it, and each other owner's share of turns meanwhile (see `fair.jobs_ahead`).
 _POSITION = """
-local h = redis.call('HMGET', job_key(ARGV[5]), 'state', 'stream', 'entry')
+local h = redis.call('HMGET', job_key(ARGV[5]), 'state', 'stream', 'entry', 'token', 'owner', 'weight')
 if h[1] ~= 'queued' then return nil end
+local budget = tonumber(ARGV[6])
 local jobs, images = 0, 0
-for _, e in ipairs(redis.call('XRANGE', h[2], '-', '(' .. h[3], 'COUNT', tonumber(ARGV[6]))) do
-  local other = redis.call('HMGET', job_key(e[2][2]), 'state', 'images')
+if not h[4] then  -- queued by an earlier release: stream order
+  for _, e in ipairs(redis.call('XRANGE', h[2], '-', '(' .. h[3], 'COUNT', budget)) do
+    local other = redis.call('HMGET', job_key(e[2][2]), 'state', 'images')
+    if other[1] == 'queued' then
+      jobs = jobs + 1
+      images = images + tonumber(other[2])
+    end
+  end
+  return {jobs, images}
+end
+local token, owner, mine = h[4], h[5] or '', entry_order(h[3])
+local my_weight = math.max(1, math.floor(tonumber(h[6]) or 1))
+local own_jobs, own_images = 0, 0
+local own_key = owner_jobs_key(token, owner)
+local rank = redis.call('ZRANK', own_key, ARGV[5]) or 0
+local before = {}
+if rank > 0 then before = redis.call('ZRANGE', own_key, math.max(0, rank - budget), rank - 1) end
+for _, job in ipairs(before) do
+  local other = redis.call('HMGET', job_key(job), 'state', 'images')
   if other[1] == 'queued' then
-    jobs = jobs + 1
-    images = images + tonumber(other[2])
+    own_jobs = own_jobs + 1
+    own_images = own_images + tonumber(other[2])
+  end
+end
+jobs, images = own_jobs, own_images
+for _, other_owner in ipairs(redis.call('SMEMBERS', owners_key(token))) do
+  if other_owner ~= owner and budget > 0 then
+    local turns, counted = nil, 0
+    local found = redis.call('ZRANGE', owner_jobs_key(token, other_owner), 0, budget - 1, 'WITHSCORES')
+    for k = 1, #found, 2 do
+      local other = redis.call('HMGET', job_key(found[k]), 'state', 'images', 'weight')
+      budget = budget - 1
+      if other[1] == 'queued' then
+        if turns == nil then
+          local weight = math.max(1, math.floor(tonumber(other[3]) or 1))
+          turns = math.ceil(own_jobs * weight / my_weight)
+          if tonumber(found[k + 1]) < mine then turns = turns + 1 end
+        end
+        if counted >= turns then break end
+        counted = counted + 1
+        jobs = jobs + 1
+        images = images + tonumber(other[2])
+      end
+    end
   end
 end
 return {jobs, images}
@@ -474,6 +695,9 @@ class RedisQueue:
                 job.spec.count,
                 repr(time.time()),
                 self._nudge(job.model),
+                job.owner,
+                fair.weight_of(job.weight),
+                self._model_token(job.model),
             )
         return bool(added)
 
@@ -527,6 +751,7 @@ class RedisQueue:
                     cancelled_event,
                     SCAN,
                     DEAD_MAXLEN,
+                    *(self._model_token(model) for model in names),
                 )
             jobs = self._read_jobs(worker, _pairs(taken))
             if jobs:
