@@ -157,6 +157,10 @@ async def test_held_images_go_to_the_review_desk_and_a_moderator_decides(setup: 
         image = GeneratedImage(index=0, seed=3, width=8, height=8, png=b"flagged")
         setup.queue.finish(job_id, "engine", Event(EventKind.DONE, images=(image,), seconds=0.1, worker="engine"))
         await wait_status(setup.store, job_id, JobStatus.HELD)
+    for _ in range(3000):  # the desk hears of it just after the status is written
+        if len(desk(setup).posts) == 2:
+            break
+        await asyncio.sleep(0.01)
     assert desk(setup).posts == [("held", approved_id), ("held", rejected_id)]
     assert reporter.delivered == []
 
@@ -214,3 +218,36 @@ async def test_expired_images_lose_their_files_but_keep_their_hashes(setup: Setu
     paths = setup.store.expire_images(utcnow() + timedelta(seconds=1))
     assert paths == [record.images[0].path]
     assert setup.store.get(job_id).images[0].sha256 == record.images[0].sha256  # type: ignore[union-attr]
+
+
+async def test_reject_and_ban_decisions_on_an_appeal(setup: Setup) -> None:
+    orchestrator = setup.orchestrator
+    reporter = RecordingReporter()
+    first = await orchestrator.submit(request("a n.u.d.e portrait"), reporter)
+    second = await orchestrator.submit(request("n a k e d people"), reporter)
+    assert isinstance(first, Refusal)
+    assert isinstance(second, Refusal)
+    for refusal in (first, second):
+        assert refusal.appealable_job is not None
+        job = setup.store.get(refusal.appealable_job)
+        assert job is not None
+        assert await orchestrator.appeal(job, "u1") == "opened"
+
+    rejected = setup.store.get(first.appealable_job)  # type: ignore[arg-type]
+    assert rejected is not None
+    assert await orchestrator.decide(rejected, "reject", actor_id="mod", reporter=reporter) == "rejected"
+    assert reporter.said[-1] == "reviewed False"
+    assert setup.store.appeal_for(rejected.id).status == "rejected"  # type: ignore[union-attr]
+    assert setup.store.strikes_since("test", "u1", utcnow() - timedelta(days=1)) == []
+    assert setup.store.active_ban("test", "u1", None) is None
+
+    banned = setup.store.get(second.appealable_job)  # type: ignore[arg-type]
+    assert banned is not None
+    assert await orchestrator.decide(banned, "ban", actor_id="mod", reporter=reporter) == "rejected and banned"
+    ban = setup.store.active_ban("test", "u1", None)
+    assert ban is not None
+    assert ban.until is not None
+    assert ban.actor_id == "mod"
+    after = await orchestrator.submit(request("a fox"), RecordingReporter())
+    assert isinstance(after, Refusal)
+    assert after.kind == "banned"
