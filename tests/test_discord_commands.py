@@ -152,6 +152,7 @@ async def test_inline_parameters_and_every_result_button(deployment: Deployment)
     )
     await deployment.wait_for(lambda: message.deleted)
     assert removal.callbacks[0]["type"] == 6
+    await deployment.wait_for(lambda: len(deployment.store().actions(job.id)) == 3)  # recorded once it is gone
     actions = [(a.action, a.actor_id, a.allowed) for a in deployment.store().actions(job.id)]
     assert actions == [
         ("report", str(OTHER_USER), True),
