@@ -63,19 +63,28 @@ def _number(name: str) -> type[float]:
 
 
 def _add_train_parser(commands: Any) -> None:
-    train = commands.add_parser("train", help="fine-tune a LoRA on your own images, to serve as a style")
+    train = commands.add_parser(
+        "train", help="fine-tune a LoRA on your own images, to serve as a style (or, with --full, train the demo model)"
+    )
     train.add_argument("data", type=Path, help="image folder: .txt captions, metadata.jsonl, or --instance-prompt")
-    train.add_argument("--base", required=True, metavar="MODEL", help="model to train on (hub id, folder, name)")
+    train.add_argument("--base", metavar="MODEL", help="model to train on (hub id, folder, name); required for a LoRA")
+    train.add_argument(
+        "--full", action="store_true", help="train the demo architecture from scratch (whole model, not a LoRA)"
+    )
     train.add_argument("--output", required=True, type=Path, metavar="OUT", help="folder for the LoRA and more")
     train.add_argument("--steps", required=True, type=_whole("steps"), help="optimiser steps")
     train.add_argument("--rank", type=_whole("rank"), default=16, help="LoRA rank (default 16)")
     train.add_argument("--alpha", type=_number("alpha"), help="LoRA alpha (default: the rank)")
-    train.add_argument("--learning-rate", type=_number("learning rate"), default=1e-4, help="(default 1e-4)")
+    train.add_argument(
+        "--learning-rate", type=_number("learning rate"), help="(default 1e-4 for a LoRA, 5e-4 with --full)"
+    )
     train.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"), default="constant")
     train.add_argument("--warmup-steps", type=_whole("warmup steps"), default=0)
-    train.add_argument("--batch-size", type=_whole("batch size"), default=1)
+    train.add_argument("--batch-size", type=_whole("batch size"), help="(default 1 for a LoRA, 32 with --full)")
     train.add_argument("--gradient-accumulation", type=_whole("gradient accumulation"), default=1)
-    train.add_argument("--resolution", type=_whole("resolution"), default=512, help="pixels (default 512)")
+    train.add_argument(
+        "--resolution", type=_whole("resolution"), help="pixels (default 512; the demo architecture draws at 32)"
+    )
     train.add_argument("--crop", choices=("center", "random"), default="center")
     train.add_argument("--buckets", action="store_true", help="group images by aspect ratio instead of square crops")
     train.add_argument("--flip", action="store_true", help="mirror half the images at random")
@@ -129,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--lora-scale", type=float, default=1.0, metavar="S", help="LoRA strength, 0 to 2 (default 1)"
     )
     _add_train_parser(commands)
+    demo = commands.add_parser("demo", help="the demo model's procedural dataset")
+    demo_commands = demo.add_subparsers(dest="demo_command", required=True, metavar="TASK")
+    dataset = demo_commands.add_parser("dataset", help="write shapes on backgrounds with captions")
+    dataset.add_argument("out", type=Path, metavar="OUT", help="folder to write into")
+    dataset.add_argument("--count", type=_whole("count"), required=True, help="number of images")
+    dataset.add_argument("--seed", type=_seed, default=0, help="the same seed writes the same dataset (default 0)")
 
     db = commands.add_parser("db", help="database tasks")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="TASK")
@@ -251,7 +266,59 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_full(args: argparse.Namespace) -> int:
+    """The demo model's recipe: the whole pixel-space pipeline trained from scratch, resumable."""
+    if args.base is not None:
+        raise UsageError("--full trains the demo architecture from scratch: leave out --base.")
+    lora_only = [name for name in ("instance_prompt", "class_prompt", "style", "alpha") if getattr(args, name)]
+    if lora_only or args.kohya or args.validation_prompt:
+        raise UsageError("--full trains a whole model: LoRA options (alpha, styles, kohya, prompts) do not apply.")
+    if not args.data.is_dir():
+        raise UsageError(f"{args.data} is not a folder: make one with `imagine demo dataset {args.data} --count N`.")
+    from engine.demo.pipeline import PIXELS
+    from engine.demo.train_full import train_full
+
+    resume = None
+    if args.resume is not None:
+        resume = args.output if args.resume == "latest" else Path(args.resume)
+    try:
+        result = train_full(
+            args.data,
+            args.output,
+            steps=args.steps,
+            batch_size=args.batch_size or 32,
+            resolution=args.resolution or PIXELS,
+            seed=args.seed,
+            resume=resume,
+            learning_rate=args.learning_rate or 5e-4,
+            checkpoint_every=args.checkpoint_every or 250,
+            on_log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+    print(result.model)
+    return 0
+
+
+def cmd_demo_dataset(args: argparse.Namespace) -> int:
+    from engine.demo.dataset import write_dataset
+
+    try:
+        samples = write_dataset(args.out, args.count, args.seed)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(f"{len(samples)} images with captions in {args.out}")
+    return 0
+
+
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    if args.full:
+        return cmd_train_full(args)
+    if args.base is None:
+        raise UsageError("--base is required: the model to fine-tune (a configured name, hub id or folder).")
+    args.resolution = args.resolution or 512
+    args.batch_size = args.batch_size or 1
+    args.learning_rate = args.learning_rate if args.learning_rate is not None else 1e-4
     from engine.training import DatasetError, TrainConfig, TrainingUsageError
 
     spec = next((m for m in settings.registry if m.name == args.base), None)
@@ -507,6 +574,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_generate(settings, args)
     if args.command == "train":
         return cmd_train(settings, args)
+    if args.command == "demo":
+        return cmd_demo_dataset(args)
     if args.command == "model":
         from engine.tiny import create_tiny_pipeline
 

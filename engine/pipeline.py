@@ -27,6 +27,8 @@ from typing import Any, cast
 import torch
 from PIL import Image
 
+from engine.demo import DEMO_MODEL
+from engine.demo import MODEL_DIR as DEMO_MODEL_DIR
 from engine.device import DeviceUnavailable, pick_device, pick_dtype
 from engine.errors import InvalidRequest, JobCancelled, ModelLoadError
 from engine.jobs import GeneratedImage, GenerationSpec
@@ -49,6 +51,7 @@ WARMUP_STEPS = 2
 VAE_TILING_ABOVE = 1024 * 1024  # "auto" tiles the VAE decode for images with more pixels than this
 OFFLOAD_CHOICES = ("none", "model", "sequential")
 VAE_TILING_CHOICES = ("auto", "on", "off")
+DEMO_HINT = f" To try imagine offline with the bundled demo model, use `--model {DEMO_MODEL}`."
 
 # spec.scheduler -> (diffusers class, config overrides). "default" keeps the model's own scheduler.
 SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -131,6 +134,8 @@ def _label(spec: ModelSpec) -> str:
 
 def _resolve_source(name: str) -> tuple[str, Path | None]:
     """What to hand to from_pretrained, and the local folder if it is one. Raises on a missing folder."""
+    if name == DEMO_MODEL:  # the bundled demo model (engine/demo)
+        name = str(DEMO_MODEL_DIR)
     folder = Path(name).expanduser()
     if folder.is_dir():
         if not (folder / "model_index.json").is_file():
@@ -160,11 +165,11 @@ def _hub_error(name: str, exc: BaseException) -> ModelLoadError:
         return ModelLoadError(
             f"Model {name!r} is not in the local Hugging Face cache and downloads are off "
             f"(HF_HUB_OFFLINE=1): download it once with `hf download {name}`, or unset HF_HUB_OFFLINE. "
-            f"(There is no local folder named {name!r} either.)"
+            f"(There is no local folder named {name!r} either.){DEMO_HINT}"
         )
     return ModelLoadError(
         f"Could not load model {name!r} from Hugging Face ({_first_line(exc)}): check the model id, your network, and "
-        "for gated models that you accepted the licence and set HF_TOKEN."
+        f"for gated models that you accepted the licence and set HF_TOKEN.{DEMO_HINT}"
     )
 
 
@@ -253,13 +258,29 @@ def _hub_warnings_silenced() -> Iterator[None]:
         yield
 
 
+def _own_pipeline_class(folder: Path | None) -> Any:
+    """The pipeline class for a folder AutoPipelineForText2Image does not know (the demo model), else None."""
+    if folder is None:
+        return None
+    try:
+        class_name = json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if class_name == "DemoPipeline":
+        from engine.demo.pipeline import DemoPipeline
+
+        return DemoPipeline
+    return None
+
+
 def _load_pretrained(spec: ModelSpec, kwargs: dict[str, Any]) -> tuple[Any, Path | None]:
     from diffusers import AutoPipelineForText2Image
 
     source, folder = _resolve_source(spec.source)
+    loader = _own_pipeline_class(folder) or AutoPipelineForText2Image
     try:
         with _hub_warnings_silenced():
-            pipe: Any = cast(Any, AutoPipelineForText2Image).from_pretrained(source, **kwargs)
+            pipe: Any = cast(Any, loader).from_pretrained(source, **kwargs)
     except OSError as exc:
         if folder is not None:
             raise ModelLoadError(f"Model folder {spec.source!r} could not be read: {_first_line(exc)}") from exc

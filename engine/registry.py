@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from engine.demo import DEMO_MODEL
 from engine.errors import InvalidRequest
 from engine.limits import Limits
 
@@ -67,7 +68,9 @@ class ModelRegistry:
         return iter(self.models)
 
     def names(self) -> list[str]:
-        return [m.name for m in self.models]
+        """The configured models' names, then `demo` (the bundled demo model) unless a configured model took it."""
+        names = [m.name for m in self.models]
+        return names if DEMO_MODEL in names else [*names, DEMO_MODEL]
 
     def get(self, name: str | None) -> ModelSpec:
         """The model called `name` (None: the default), or `InvalidRequest` listing the choices."""
@@ -75,4 +78,6 @@ class ModelRegistry:
         for model in self.models:
             if model.name == wanted:
                 return model
+        if wanted == DEMO_MODEL:
+            return ModelSpec(name=DEMO_MODEL, source=DEMO_MODEL)
         raise InvalidRequest("model", f"There is no model called {wanted!r}. Choose one of: {', '.join(self.names())}.")

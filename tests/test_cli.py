@@ -197,3 +197,32 @@ def test_provenance_verify_tells_marked_from_unmarked(tmp_path: Path) -> None:
     refused = imagine("provenance", "verify", str(not_an_image))
     assert refused.returncode == 2
     assert "Traceback" not in refused.stderr
+
+
+def test_demo_dataset_and_a_full_training_run(tmp_path: Path) -> None:
+    data = tmp_path / "shapes"
+    written = imagine("demo", "dataset", str(data), "--count", "12", "--seed", "4")
+    assert written.returncode == 0, written.stderr
+    captions = sorted(data.glob("*.txt"))
+    assert len(captions) == 12
+    assert len(list(data.glob("*.png"))) == 12
+    again = imagine("demo", "dataset", str(tmp_path / "again"), "--count", "12", "--seed", "4")
+    assert again.returncode == 0
+    assert [c.read_text() for c in captions] == [c.read_text() for c in sorted((tmp_path / "again").glob("*.txt"))]
+
+    out = tmp_path / "run"
+    env = {"OMP_NUM_THREADS": "1"}
+    trained = imagine("train", str(data), "--full", "--output", str(out), "--steps", "2", "--batch-size", "4", env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert trained.stdout.strip() == str(out / "model")
+    assert "step 2/2" in trained.stderr
+    resumed = imagine("train", str(data), "--full", "--output", str(out), "--steps", "3", "--resume", "latest", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "step 3/3" in resumed.stderr
+
+    mixed = imagine("train", str(data), "--full", "--base", "tiny", "--output", str(out), "--steps", "1")
+    assert mixed.returncode == 2
+    assert "leave out --base" in mixed.stderr
+    no_base = imagine("train", str(data), "--output", str(out), "--steps", "1")
+    assert no_base.returncode == 2
+    assert "--base is required" in no_base.stderr
