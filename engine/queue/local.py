@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from engine.errors import QueueError
 from engine.jobs import Event, EventKind, Job
@@ -84,6 +85,21 @@ _V2_COLUMNS = (
 QUEUED, CLAIMED, FINISHED = "queued", "claimed", "finished"
 Row = tuple[str, str, int, int, str, int]  # id, body, attempts, cancel_requested, batch_key, images
 _CLAIMABLE = "(state = 'queued' OR (state = 'claimed' AND lease_until < ?))"  # the parameter: now
+
+
+def _candidates(rows: list[Any]) -> list[fair.Candidate[Row]]:
+    """Rows of (id, body, attempts, cancel_requested, batch_key, images, owner, weight, enqueued_at, rowid) as
+    candidates for the fairness rule."""
+    return [
+        fair.Candidate[Row](
+            owner=str(owner),
+            weight=fair.weight_of(weight),
+            images=int(images),
+            order=(float(enqueued_at), float(rowid)),
+            item=(str(job_id), str(body), int(attempts), int(cancel), str(batch_key), int(images)),
+        )
+        for job_id, body, attempts, cancel, batch_key, images, owner, weight, enqueued_at, rowid in rows
+    ]
 
 
 class LocalQueue:
@@ -272,24 +288,15 @@ class LocalQueue:
                 model = str(head[0])
                 turns = self._turns(db, model)
                 # Within it, the owner whose turn it is: each owner's oldest claimable job competes.
-                heads = [
-                    fair.Candidate[Row](
-                        owner=str(owner),
-                        weight=fair.weight_of(weight),
-                        images=int(images),
-                        order=(float(enqueued_at), float(rowid)),
-                        item=(str(job_id), str(body), int(attempts), int(cancel), str(batch_key), int(images)),
-                    )
-                    for job_id, body, attempts, cancel, batch_key, images, owner, weight, enqueued_at, rowid in (
-                        db.execute(
-                            "SELECT id, body, attempts, cancel_requested, batch_key, images, owner, weight,"
-                            " enqueued_at, r FROM (SELECT *, rowid AS r, ROW_NUMBER() OVER"
-                            " (PARTITION BY owner ORDER BY enqueued_at, rowid) AS n"
-                            f" FROM jobs WHERE {_CLAIMABLE} AND model = ?) WHERE n = 1",
-                            (now, model),
-                        ).fetchall()
-                    )
-                ]
+                heads = _candidates(
+                    db.execute(
+                        "SELECT id, body, attempts, cancel_requested, batch_key, images, owner, weight,"
+                        " enqueued_at, r FROM (SELECT *, rowid AS r, ROW_NUMBER() OVER"
+                        " (PARTITION BY owner ORDER BY enqueued_at, rowid) AS n"
+                        f" FROM jobs WHERE {_CLAIMABLE} AND model = ?) WHERE n = 1",
+                        (now, model),
+                    ).fetchall()
+                )
                 chosen = turns.pick(heads)
                 if chosen is None:
                     return []
@@ -306,22 +313,13 @@ class LocalQueue:
                     batch.append(job)
                 return job is not None
 
-            compatible = [
-                fair.Candidate[Row](
-                    owner=str(owner),
-                    weight=fair.weight_of(weight),
-                    images=int(images),
-                    order=(float(enqueued_at), float(rowid)),
-                    item=(str(job_id), str(body), int(attempts), int(cancel), str(batch_key), int(images)),
-                )
-                for job_id, body, attempts, cancel, batch_key, images, owner, weight, enqueued_at, rowid in (
-                    db.execute(
-                        "SELECT id, body, attempts, cancel_requested, batch_key, images, owner, weight,"
-                        f" enqueued_at, rowid FROM jobs WHERE {_CLAIMABLE} AND batch_key = ? AND id != ?",
-                        (now, chosen.item[4], chosen.item[0]),
-                    ).fetchall()
-                )
-            ]
+            compatible = _candidates(
+                db.execute(
+                    "SELECT id, body, attempts, cancel_requested, batch_key, images, owner, weight,"
+                    f" enqueued_at, rowid FROM jobs WHERE {_CLAIMABLE} AND batch_key = ? AND id != ?",
+                    (now, chosen.item[4], chosen.item[0]),
+                ).fetchall()
+            )
             turns.fill(compatible, chosen.images, max_images, take)
             self._save_turns(db, model, turns)
             return batch
