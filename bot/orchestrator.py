@@ -164,7 +164,7 @@ class Orchestrator:
         job_id = new_job_id()
         refusal: Refusal | None = None
         gate_data: dict[str, Any] = {}
-        await self._record(
+        await self.record_event(
             "request.received",
             user_id=request.user_id,
             guild_id=request.guild_id,
@@ -179,7 +179,7 @@ class Orchestrator:
         ban = await asyncio.to_thread(self.store.active_ban, request.frontend, request.user_id, request.guild_id)
         if ban is not None and not request.moderator:
             refusal = Refusal("banned", _ban_text(ban))
-            await self._record(
+            await self.record_event(
                 "limit.refused",
                 user_id=request.user_id,
                 guild_id=request.guild_id,
@@ -232,7 +232,7 @@ class Orchestrator:
             await asyncio.to_thread(self.store.reject, new, f"{refusal.kind}: {refusal.detail or refusal.reason}")
             if refusal.kind == "blocked":
                 refusal = replace(refusal, appealable_job=job_id)
-                await self._record(
+                await self.record_event(
                     "gate.prompt",
                     user_id=request.user_id,
                     guild_id=request.guild_id,
@@ -242,7 +242,7 @@ class Orchestrator:
                 )
             await reporter.refused(refusal)
             return refusal
-        await self._record(
+        await self.record_event(
             "gate.prompt",
             user_id=request.user_id,
             guild_id=request.guild_id,
@@ -262,7 +262,7 @@ class Orchestrator:
             )
         except OverQuota as over:
             refusal = quota_refusal(over)
-            await self._record(
+            await self.record_event(
                 "limit.refused",
                 user_id=request.user_id,
                 guild_id=request.guild_id,
@@ -271,7 +271,7 @@ class Orchestrator:
             )
             await reporter.refused(refusal)
             return refusal
-        await self._record(
+        await self.record_event(
             "job.queued",
             user_id=request.user_id,
             guild_id=request.guild_id,
@@ -284,7 +284,7 @@ class Orchestrator:
         self.follow_in_background(job_id, reporter)
         return job_id
 
-    async def _record(self, event: str, **fields: Any) -> None:
+    async def record_event(self, event: str, **fields: Any) -> None:
         """Append to the audit log. A failure here is logged, never shown to the member as theirs."""
         try:
             await asyncio.to_thread(self.audit.append, event, **fields)
@@ -432,7 +432,7 @@ class Orchestrator:
         await asyncio.to_thread(
             self.store.record_action, actor_id, action, allowed=allowed, job_id=job_id, guild_id=guild_id, detail=detail
         )
-        await self._record(
+        await self.record_event(
             action if allowed else f"refused.{action}",
             actor_id=actor_id,
             user_id=job.user_id if job is not None else user_id,
@@ -581,7 +581,7 @@ class Orchestrator:
             )
             if moved:
                 await asyncio.to_thread(self.store.add_gpu_seconds, record.frontend, record.user_id, event.seconds)
-                await self._record(
+                await self.record_event(
                     "job.finished",
                     user_id=record.user_id,
                     guild_id=record.guild_id,
@@ -589,7 +589,7 @@ class Orchestrator:
                     data={"seconds": round(event.seconds, 3), "worker": event.worker, "images": len(stored)},
                 )
                 for image in stored:
-                    await self._record(
+                    await self.record_event(
                         "image.decision",
                         user_id=record.user_id,
                         guild_id=record.guild_id,
@@ -607,7 +607,7 @@ class Orchestrator:
             return
         status = JobStatus.FAILED if event.kind is EventKind.FAILED else JobStatus.CANCELLED
         if await asyncio.to_thread(self.store.transition, job_id, status, detail=event.reason):
-            await self._record(
+            await self.record_event(
                 f"job.{status.value}", user_id=record.user_id, guild_id=record.guild_id, job_id=job_id,
                 data={"reason": event.reason},
             )  # fmt: skip
@@ -660,7 +660,7 @@ class Orchestrator:
     async def _posted(self, job_id: str, message_id: str | None) -> None:
         if await asyncio.to_thread(self.store.transition, job_id, JobStatus.POSTED, message_id=message_id):
             record = await self._get(job_id)
-            await self._record(
+            await self.record_event(
                 "message.posted",
                 user_id=record.user_id,
                 guild_id=record.guild_id,
@@ -680,7 +680,7 @@ class Orchestrator:
         await asyncio.to_thread(
             self.store.add_strike, frontend, user_id, actor_id=actor_id, reason=reason, guild_id=guild_id, job_id=job_id
         )
-        await self._record(
+        await self.record_event(
             "mod.strike", actor_id=actor_id, user_id=user_id, guild_id=guild_id, job_id=job_id, data={"reason": reason}
         )
         earlier = await asyncio.to_thread(self.store.bans, frontend, user_id)
@@ -706,7 +706,7 @@ class Orchestrator:
         ban = await asyncio.to_thread(
             self.store.ban, frontend, user_id, actor_id=actor_id, reason=reason, guild_id=guild_id, until=until
         )
-        await self._record(
+        await self.record_event(
             "mod.ban",
             actor_id=actor_id,
             user_id=user_id,
@@ -717,7 +717,9 @@ class Orchestrator:
 
     async def unban(self, frontend: str, user_id: str, *, actor_id: str, guild_id: str | None) -> int:
         lifted = await asyncio.to_thread(self.store.lift_bans, frontend, user_id, guild_id, actor_id=actor_id)
-        await self._record("mod.unban", actor_id=actor_id, user_id=user_id, guild_id=guild_id, data={"lifted": lifted})
+        await self.record_event(
+            "mod.unban", actor_id=actor_id, user_id=user_id, guild_id=guild_id, data={"lifted": lifted}
+        )
         return lifted
 
     async def appeal(self, job: JobRecord, user_id: str) -> str:
@@ -733,7 +735,9 @@ class Orchestrator:
         )
         if isinstance(opened, str):
             return opened
-        await self._record("appeal.opened", actor_id=user_id, user_id=user_id, guild_id=job.guild_id, job_id=job.id)
+        await self.record_event(
+            "appeal.opened", actor_id=user_id, user_id=user_id, guild_id=job.guild_id, job_id=job.id
+        )
         if self.review_desk is not None:
             await self.review_desk.appealed(job, opened.id)
         return "opened"
@@ -745,7 +749,7 @@ class Orchestrator:
         appeal = await asyncio.to_thread(
             self.store.decide_appeal, job.id, "approved" if decision == "approve" else "rejected", actor_id=actor_id
         )
-        await self._record(
+        await self.record_event(
             f"mod.{decision}",
             actor_id=actor_id,
             user_id=job.user_id,
@@ -755,7 +759,7 @@ class Orchestrator:
         )
         if appeal is not None:
             outcome = "approved" if decision == "approve" else "rejected"
-            await self._record(
+            await self.record_event(
                 "appeal.decided", actor_id=actor_id, user_id=job.user_id, job_id=job.id, data={"outcome": outcome}
             )
         result = "rejected"
@@ -782,7 +786,7 @@ class Orchestrator:
         if job.status is JobStatus.REJECTED:
             if not await asyncio.to_thread(self.store.requeue, job.id, actor_id=actor_id):
                 return "already handled"
-            await self._record(
+            await self.record_event(
                 "job.queued", actor_id=actor_id, user_id=job.user_id, guild_id=job.guild_id, job_id=job.id,
                 data={"after": "appeal approved", "model": job.model},
             )  # fmt: skip
@@ -818,7 +822,7 @@ class Orchestrator:
         redact = getattr(self.audit, "redact_user", None)
         if redact is not None:
             redacted = await asyncio.to_thread(redact, user_id, actor_id=actor_id, reason="data deletion request")
-        await self._record("mod.purge", actor_id=actor_id, data={"files": deleted, "redacted": redacted})
+        await self.record_event("mod.purge", actor_id=actor_id, data={"files": deleted, "redacted": redacted})
         return deleted, redacted
 
     async def expire_images(self) -> int:
@@ -829,7 +833,7 @@ class Orchestrator:
         paths = await asyncio.to_thread(self.store.expire_images, utcnow() - timedelta(days=days))
         deleted = await asyncio.to_thread(_delete_files, paths)
         if deleted:
-            await self._record("retention.purged", data={"files": deleted, "days": days})
+            await self.record_event("retention.purged", data={"files": deleted, "days": days})
         return deleted
 
 

@@ -4,10 +4,8 @@ discord.py matches any pressed button against `JobButton`'s template, whichever 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -242,17 +240,7 @@ async def _report(client: ImagineClient, interaction: discord.Interaction, job: 
     actor = str(interaction.user.id)
     message = interaction.message
     url = message.jump_url if message is not None and interaction.guild_id else None
-    forwarded = False
-    channel_id = client.settings.discord.review_channel_id
-    if channel_id is not None:
-        files = await asyncio.to_thread(_spoilered, job)
-        try:
-            await client.get_partial_messageable(channel_id).send(
-                content=text.report_for_moderators(job, actor, url), files=files, view=review_view(job.id)
-            )
-            forwarded = True
-        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
-            log.error("could not send a report about job %s to the review channel: %s", job.id, error)
+    forwarded = await client.review_desk.reported(job, actor, url)
     await client.orchestrator.member_action(
         actor,
         "report",
@@ -262,14 +250,3 @@ async def _report(client: ImagineClient, interaction: discord.Interaction, job: 
         detail="sent to the review channel" if forwarded else "recorded (no review channel reached)",
     )
     await _ephemeral(interaction, text.reported(forwarded))
-
-
-def _spoilered(job: JobRecord) -> list[discord.File]:
-    files: list[discord.File] = []
-    for image in (i for i in job.images if i.postable):
-        try:
-            data: Any = Path(image.path).read_bytes()
-        except OSError:
-            continue
-        files.append(discord.File(io.BytesIO(data), filename=f"imagine-{image.seed}.png", spoiler=True))
-    return files

@@ -47,7 +47,8 @@ class ImagineClient(discord.Client):
         for command in build_commands(settings.limits.max_count, settings.limits.max_steps):
             self.tree.add_command(command)
         self.tree.add_command(mod_group())
-        orchestrator.review_desk = DiscordReviewDesk(self, settings.discord.review_channel_id)
+        self.review_desk = DiscordReviewDesk(self, settings.discord.review_channel_id)
+        orchestrator.review_desk = self.review_desk
         self.loop_monitor = LoopMonitor()
         self._saved_private: dict[str, tuple[float, bool]] = {}
         self._resumed = False

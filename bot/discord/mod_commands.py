@@ -100,7 +100,7 @@ def mod_group() -> app_commands.Group:
             return
         client = _client(interaction)
         entries = await asyncio.to_thread(client.orchestrator.history, str(user.id))
-        await client.orchestrator._record(
+        await client.orchestrator.record_event(
             "mod.history", actor_id=str(interaction.user.id), user_id=str(user.id), guild_id=str(interaction.guild_id)
         )
         await reply(interaction, text.history(str(user.id), entries))

@@ -37,20 +37,27 @@ class DiscordReviewDesk:
         self.client = client
         self.channel_id = channel_id
 
-    async def _post(self, job: JobRecord, heading: str) -> None:
+    async def _post(self, job: JobRecord, content: str) -> bool:
+        """Post `job` with its previews and the decision buttons; False if there is no channel or Discord refused."""
         if self.channel_id is None:
-            log.warning("job %s needs a moderator (%s) but no review channel is configured", job.id, heading)
-            return
+            log.warning("job %s needs a moderator but no review channel is configured", job.id)
+            return False
         files = await asyncio.to_thread(_previews, job)
         try:
             await self.client.get_partial_messageable(self.channel_id).send(
-                content=text.review_post(job, heading=heading), files=files, view=review_view(job.id)
+                content=content, files=files, view=review_view(job.id)
             )
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
             log.error("could not post job %s to the review channel: %s", job.id, error)
+            return False
+        return True
 
     async def held(self, job: JobRecord) -> None:
-        await self._post(job, "Held by the image check")
+        await self._post(job, text.review_post(job, heading="Held by the image check"))
 
     async def appealed(self, job: JobRecord, appeal_id: int) -> None:
-        await self._post(job, f"Appeal #{appeal_id}")
+        await self._post(job, text.review_post(job, heading=f"Appeal #{appeal_id}"))
+
+    async def reported(self, job: JobRecord, reporter_id: str, message_url: str | None) -> bool:
+        """A member reported a posted result (the report button). Returns whether it reached the channel."""
+        return await self._post(job, text.report_for_moderators(job, reporter_id, message_url))

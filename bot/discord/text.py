@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.db.store import Ban, JobRecord
+from bot.db.store import Ban, JobRecord, QuotaState
 from bot.orchestrator import Delivery, Refusal
 from engine.queue.base import QueuePosition
 
@@ -345,10 +345,7 @@ def purged(user_id: str, result: tuple[int, int]) -> str:
     )
 
 
-def quota(state: object) -> str:
-    from bot.db.store import QuotaState
-
-    assert isinstance(state, QuotaState)
+def quota(state: QuotaState) -> str:
     tier = state.tier
     refill = (
         f" One more image in about {max(1, round(state.retry_after_seconds / 60))} min."
