@@ -178,10 +178,13 @@ async def test_queue_cancel_info_settings_help_and_places(deployment: Deployment
     await deployment.wait_for(fake.identified.is_set)
     await fake.wait_commands()
 
-    mine = [await fake.send_slash_command("imagine", {"prompt": f"a lighthouse {i}"}) for i in range(2)]
+    # One at a time, so "your latest job" below is the second lighthouse.
+    mine = []
+    for i in range(2):
+        mine.append(await fake.send_slash_command("imagine", {"prompt": f"a lighthouse {i}"}))
+        await deployment.wait_for(lambda: "Queued" in content_of(mine[-1]))
     theirs = await fake.send_slash_command("imagine", {"prompt": "a windmill"}, user_id=OTHER_USER)
-    for interaction in [*mine, theirs]:
-        await deployment.wait_for(lambda i=interaction: "Queued" in content_of(i))  # type: ignore[misc]
+    await deployment.wait_for(lambda: "Queued" in content_of(theirs))
     jobs = all_jobs(deployment.store())
     my_jobs = [j for j in jobs if j.user_id == str(DEFAULT_USER_ID)]
     their_job = next(j for j in jobs if j.user_id == str(OTHER_USER))
