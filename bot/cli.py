@@ -394,6 +394,7 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     from engine.service import run_engine
 
     _hide_progress_bars()
+    _yield_cpu(settings.engine.nice)
     queue = open_queue(
         settings.queue_url,
         local_path=settings.queue_path,
@@ -414,6 +415,14 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         queue.close()
     return 0
+
+
+def _yield_cpu(niceness: int) -> None:
+    """Runs this process at `niceness` at least (it never raises its own priority, which needs privileges)."""
+    if hasattr(os, "getpriority"):
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if niceness > current:
+            os.nice(niceness - current)
 
 
 def _hide_password(url: str) -> str:

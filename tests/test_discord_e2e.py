@@ -2,6 +2,7 @@
 with the engine as a real subprocess running the tiny model."""
 
 import io
+import os
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from bot.db.models import JobStatus
 from engine.metadata import read_png_metadata
+from engine.queue import open_queue
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +73,15 @@ async def test_imagine_end_to_end(deployment: Deployment) -> None:
     assert "1234" in (message.content or "")
     upload = next(r for r in fake.requests if r.method == "POST" and r.path.startswith("/webhooks/") and r.files)
     assert len(upload.files) == 2
+
+    # The supervised engine yields the CPU to the bot ([engine] nice, 10 by default).
+    queue = open_queue("local", local_path=deployment.data_dir / "queue.sqlite3")
+    try:
+        (engine,) = queue.engines()
+    finally:
+        queue.close()
+    assert engine.pid
+    assert os.getpriority(os.PRIO_PROCESS, engine.pid) == max(10, os.getpriority(os.PRIO_PROCESS, 0))
 
     await deployment.wait_for(lambda: deployment.only_job().status is JobStatus.POSTED)
     # The database has the request, every status it went through, and the images with their hashes.
