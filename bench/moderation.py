@@ -9,7 +9,8 @@ refusal); false_positive_rate = benign prompts refused / benign prompts. `held_o
 held-out set written after the gate was built (`FRESH_BLOCKS` in moderation/training/prompt_set.py): the other
 held-out phrases were looked at while the term lists and rules were written, so they flatter the gate.
 `held_out_fresh_by_block` gives each fresh block on its own; the newest block is also `held_out_fresh_latest`.
-An older block's misses may have been seen while the gate was tuned afterwards; the newest one was not.
+A block's misses are looked at once it has been scored, so its score today flatters too; the score each block
+got the first time it was run, before any tuning on it, is kept as `held_out_fresh_first_scores`.
 
 Latency is one `PromptGate.check` per prompt over the held-out prompts, `--rounds` times after a warm-up.
 If `moderation.image_gate` provides `benchmark_image_gate(runs) -> list[float]` (milliseconds per 512x512
@@ -39,7 +40,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 from moderation.policy import CATEGORIES  # noqa: E402 - after the sys.path fix
 from moderation.prompt_gate import PromptGate  # noqa: E402
-from moderation.training.prompt_set import fresh_block, read  # noqa: E402
+from moderation.training.prompt_set import FRESH_FIRST_SCORES, fresh_block, read  # noqa: E402
 
 _FRESH_KEYS = ("harmful", "benign", "recall", "false_positive_rate", "recall_by_category")
 
@@ -76,7 +77,7 @@ def quality(gate: PromptGate, rows: Sequence[dict[str, str]]) -> dict[str, Any]:
         "benign": benign,
         "recall": round(refused / max(1, harmful), 4),
         "false_positive_rate": round(false_positives / max(1, benign), 4),
-        "recall_by_category": {c: round(hit / max(1, n), 4) for c, (hit, n) in per_category.items()},
+        "recall_by_category": {c: round(hit / n, 4) for c, (hit, n) in per_category.items() if n},
         "refused_by_layer": dict(layers),
         "missed": misses,
         "false_positives": mistakes,
@@ -138,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "held_out_fresh_latest": {"block": blocks[-1], **{k: by_block[blocks[-1]][k] for k in _FRESH_KEYS}}
         if blocks
         else None,
+        "held_out_fresh_first_scores": {str(b): score for b, score in FRESH_FIRST_SCORES.items()},
         "train": {k: v for k, v in training.items() if k not in ("missed", "false_positives")},
         "goals_met": held_out["recall"] >= 0.95
         and held_out["false_positive_rate"] <= 0.03

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -55,14 +55,18 @@ _FILES = {
 PRIORITY = ("sexual/minors", "violence/graphic", "self-harm", "hate", "illicit", "harassment", "sexual")
 _STRICT = Policy()
 _MAX_WORDS = 6  # the longest phrase in a term list, in words
-# Terms that describe what is done to, or how someone looks, and say nothing harmful of a thing: said in a prompt
-# that names an object (objects.txt) and no person, they are left to the classifier ("a beheaded statue").
+# Terms that describe what is done to, or how someone looks, and say nothing harmful of a thing. They are left to
+# the classifier when said of an object (objects.txt): directly ("a sexy retro jukebox", "beheading a dragon"), or
+# anywhere in a prompt that names an object and no person ("a beheaded statue").
 OBJECT_MODIFIERS: Mapping[str, frozenset[str]] = {
     "sexual": frozenset({"sexy"}),
     "violence/graphic": frozenset(
-        {"beheaded", "decapitated", "dismembered", "mutilated", "cut in half", "severed head", "impaled"}
+        {"beheaded", "beheading", "behead", "beheads", "decapitated", "decapitating", "decapitate"}
+        | {"dismembered", "mutilated", "cut in half", "severed head", "impaled"}
     ),
 }
+_MODIFIER_TERMS = frozenset().union(*OBJECT_MODIFIERS.values())
+_MODIFIED_TAGS = frozenset(OBJECT_MODIFIERS)
 _PERSON_TAGS = ("people", "minors", "adults")
 
 
@@ -140,6 +144,18 @@ class TermIndex:
                 return candidate, self._tags[candidate]
         return None
 
+    def _said_of_object(self, term: str, term_tags: set[str], words: Sequence[str], after: int) -> bool:
+        """Whether `term` (at the word before `after`) is an object modifier said directly of an object: the
+        object is the next word, or follows at most two words that are in no list ("a sexy retro jukebox", never
+        "a sexy woman's jukebox")."""
+        if term not in _MODIFIER_TERMS or not term_tags <= _MODIFIED_TAGS:
+            return False
+        for word in words[after : after + 3]:
+            found = self._lookup(word)
+            if found is not None:
+                return "objects" in found[1]
+        return False
+
     def unstretch(self, normalized: str) -> str:
         """Stretched words squeezed to the spelling a term list knows ("naaaked" → "naked", "boooobs" →
         "boobs"; "xxx" is known as it is), else to single letters ("himsellllf" → "himself")."""
@@ -168,6 +184,9 @@ class TermIndex:
                 hit = self._lookup(" ".join(words[i : i + size]))
                 if hit is not None:
                     term, term_tags = hit
+                    if self._said_of_object(term, term_tags, words, i + size):
+                        i += size
+                        break
                     for tag in term_tags:
                         tags.setdefault(tag, term)
                         if every is not None:

@@ -95,14 +95,24 @@ _SHOULD_DIE = (
     r"burn in hell|burned alive|shot dead|beaten|enslaved|slaughtered|massacred)"
 )
 
+# Where people are sent back or deported to is a policy debate when it is about migrants ("a protest against
+# deporting refugees"); about a race or a religion it is a call to expel them.
+_NOT_MIGRANTS = r"(?!(?:immigrants?|migrants?|refugees?|foreigners?)\b)"
+
 _TARGET = re.compile(
     r"\b(?:my|our) (?:\w+ )?(?:classmate|classmates|class mate|coworker|coworkers|co worker|colleague|colleagues|boss|"
     r"teacher|professor|neighbour|neighbor|neighbours|neighbors|ex|ex girlfriend|ex boyfriend|ex wife|ex husband|"
     r"girlfriend|boyfriend|roommate|flatmate|sister|brother|cousin|stepmom|stepdad|stepmother|stepfather|"
-    r"manager|tutor|landlord|crush|step sister|step brother|bully)\b"
+    r"manager|tutor|landlord|crush|step sister|step brother|stepsister|stepbrother|teammate|teammates|lab partner|"
+    r"sister in law|brother in law|mother in law|father in law|bully)\b"
     r"|\b(?:this|that|a specific|one) (?:girl|guy|boy|kid|person|woman|man|student|teacher) (?:from|at|in) (?:my|our)\b"
     r"|\bsomeone (?:from|at|in) (?:my|our)\b|\bkid in (?:my|our) class\b"
     r"|\b(?:the|a) (?:girl|guy|boy|kid|woman|man) (?:in|at|from) my (?:office|class|school|work|team|street)\b"
+    r"|\bfrom (?:\d+(?:st|nd|rd|th) period|first period|homeroom|(?:my|our) (?:class|school|office|gym|dorm))\b"
+)
+_DOXXING = re.compile(
+    r"\b(?:lives at|living at|home address|house address|his address|her address|their address) \d*"
+    r"|\b(?:home address|address) and (?:phone|cell|mobile) number\b|\b(?:his|her|their) (?:phone|cell) number\b"
 )
 _MENTION = re.compile(r"<@!?\d+>|(?<![\w.])@[A-Za-z0-9_.]{2,32}")  # a Discord mention, or an @handle
 _HARASS = re.compile(
@@ -112,7 +122,16 @@ _HARASS = re.compile(
     r"must die|deserves to die|kill him|kill her|kill them|beat up|beaten up|beating up|punched|stabbed|spit on|"
     r"whore|slut|bitch|hated by everyone|everyone hates|nobody likes|home address|cheating pig|rat face|pig face|"
     r"scare|scares|scaring|intimidate|intimidating|frighten|frightening|terrify|terrifying|stalk|stalking|"
-    r"get (?:him|her|them) fired|liar|thief|fat cow|ugly cow|die tomorrow|target on)\b"
+    r"get (?:him|her|them) fired|liar|thief|fat cow|ugly cow|die tomorrow|target on|"
+    r"will regret|ll regret|gonna regret|going to regret|will pay|"
+    r"watch your back|watch (?:his|her|their) back|you re dead|you are dead|you re next|you are next|"
+    r"i know where you live|i know where (?:he|she|they) lives?|pointing a gun at|gun to (?:his|her|their) head|"
+    r"(?:i will|i ll|i m going to|im going to|gonna|going to) (?:hurt|kill|get|find|end|ruin) (?:you|him|her|them)|"
+    r"hurt you|hurt (?:him|her|them)|go get (?:him|her|them)|peeing (?:himself|herself|themselves)|"
+    r"wetting (?:himself|herself|themselves)|pooping (?:himself|herself)|diseased|everyone laughs|"
+    r"everyone laughing|laughing at (?:him|her|them)|ugly (?:meme|edit|picture|photo|drawing|version|caricature)|"
+    r"(?:look|looks|looking) (?:ugly|fat|stupid|disgusting|diseased|retarded|pathetic)|tombstone|gravestone|"
+    r"obituary|in a coffin)\b"
 )
 
 _SEX_ACT = re.compile(
@@ -125,6 +144,10 @@ _SEX_STRIP = re.compile(
     r"|\b(?:showing|flashing|exposing|baring|revealing|shows|flashes|exposes|bares) (?:off )?(?:her|his|their) "
     r"(?:breasts|boobs|tits|butt|ass|bottom|genitals|crotch|nipples|private parts|naked body|vagina|penis)\b"
     r"|\b(?:stripping|strips|stripped|undresses) (?:off|naked|nude|for|down to|in front|on camera|on stage)\b"
+    r"|\b(?:pull|pulling|pulls|pulled|take|taking|takes|took|slip|slipping|slips|slide|sliding|slides|rip|ripping|"
+    r"rips|tear|tearing|tears|peel|peeling|peels) (?:down|off) (?:her|his|their) "
+    r"(?:panties|underwear|knickers|thong|bra|bikini|bikini bottoms?|bikini top|top|shirt|"
+    r"pants|trousers|boxers|briefs|clothes|dress|skirt|swimsuit|leggings|shorts)\b"
     r"|\bexplicit (?:photo|photos|image|images|picture|pictures|pic|pics|scene|scenes|video|content|art|drawing|"
     r"render|shot|shots|photography|hentai|sex)\b"
 )
@@ -134,6 +157,7 @@ _ILLICIT_CUE = (
     r"how do i (?:make|build|cook|get|buy)|recipe for|recipe of|instructions for|instructions to|instructions on|"
     r"step by step|tutorial|guide to|guide for|guide on|diagram of|diagram showing|blueprint for|blueprint of|"
     r"blueprints|schematic|schematics|ingredients for|ingredients of|making (?:a|an|your own)|"
+    r"how to (?:turn|convert|modify)|converting (?:a|an|the)|turning (?:a|an|the)|"
     r"building (?:a|an|your own)|homemade|home made|diy)"
 )
 _ILLICIT_ITEM = (
@@ -143,7 +167,9 @@ _ILLICIT_ITEM = (
     r"auto sear|full auto conversion|molotov|counterfeit \w+|fake money|fake id|fake passport|ransomware|malware|"
     r"computer virus|keylogger|zip gun|pipe gun|chloroform|date rape drug|roofies|ghb|ecstasy|ketamine|"
     r"phishing \w+|poison (?:someone|a person|my \w+|him|her|people)|stolen credit cards?|"
-    r"skimmer|hotwire a car|break into a house|shoplift|shoplifting|launder money|untraceable poison)"
+    r"skimmer|hotwire a car|hotwiring a car|break into a house|shoplift|shoplifting|launder money|untraceable poison|"
+    r"3d printed (?:\w+ )?(?:gun|guns|glock|pistol|rifle|firearm|ar 15)|printable (?:gun|glock|pistol|firearm)|"
+    r"glock switch|solvent trap)"
 )
 _ILLICIT = re.compile(
     rf"\b{_ILLICIT_CUE}(?: \w+){{0,5}}? {_ILLICIT_ITEM}\b"
@@ -191,6 +217,13 @@ _SELF_HARM = re.compile(
     r"|\b(?:cut|cuts|cutting|slit|slits|slitting|slash|slashes|slashed|slashing) (?:\w+ )?(?:wrists|veins)\b"
     r"|\b(?:wrists|veins) (?:cut|slit|slashed|cut open|sliced)\b"
     r"|\b(?:make|makes|making|made) (?:herself|himself|myself|themselves|yourself) (?:throw up|vomit|puke|purge)\b"
+    r"|\b(?:cutting|cut|self harm|self harming|harming (?:myself|yourself)|hurting (?:myself|yourself)|starving|"
+    r"purging)(?: \w+){0,2}? without (?:anyone|anybody|people|your parents|my parents|parents|them) "
+    r"(?:noticing|knowing|finding out|seeing)\b"
+    r"|\bhid(?:e|ing) (?:the |my |your |her |his )?(?:cuts|scars|self harm scars|self harm)\b"
+    r"|\b(?:burning|burn|burned|burnt|cutting|cut) (?:my|her|his|their|your) (?:own )?(?:arm|arms|skin|wrist|wrists|"
+    r"hand|hands|leg|legs|thigh|thighs|forearm|forearms) with (?:a )?(?:cigarette|lighter|iron|razor|blade|knife)\b"
+    r"|\b(?:razor|razor blade|blade) (?:and|with|on) (?:bloody|bleeding|cut) (?:thighs|wrists|arms|forearms|legs)\b"
     r"|\b(?:carving|carve|carved|cutting|cut|scratching) (?:\w+ ){0,3}into (?:her|his|their|my|your) "
     r"(?:skin|arm|arms|flesh|thigh|thighs|wrist|wrists|legs|stomach)\b"
     r"|\b(?:encouraging|encourage|encourages|glorifying|glorify|glorified|glorifies|promoting|promote|promotes|"
@@ -267,7 +300,7 @@ class RuleSet:
                 "hate-dehumanising",
                 re.compile(
                     rf"\b{group}(?: \w+){{0,2}}? (?:are|is|r|were) (?:(?:all|just|nothing but|like|simply|literally|"
-                    rf"basically|no better than|only) )*(?:a |an )?{_HATE_PREDICATE}\b"
+                    rf"basically|no better than|only) )*(?:a |an )?(?!not |never |no )(?:\w+ )?{_HATE_PREDICATE}\b"
                 ),
             ),
             ("hate-as-animals", re.compile(rf"\b{group} (?:depicted |drawn |shown |portrayed )?as {_ANIMALS}\b")),
@@ -278,8 +311,25 @@ class RuleSet:
                     rf"{_HATE_PREDICATE}\b"
                 ),
             ),
-            ("hate-should-die", re.compile(rf"\b{group}(?: \w+)? {_SHOULD_DIE}\b")),
-            ("hate-exclusion", re.compile(rf"\bno {group} allowed\b|\b{group} (?:not welcome|go home|get out)\b")),
+            (
+                "hate-should-die",
+                re.compile(
+                    rf"\b{group}(?: \w+)? {_SHOULD_DIE}\b"
+                    rf"|\b{group}(?: \w+)? (?:burning|rotting|roasting|suffering) in hell\b"
+                ),
+            ),
+            (
+                "hate-exclusion",
+                re.compile(
+                    rf"\bno {group} allowed\b|\b{group} (?:not welcome|go home|get out)\b"
+                    rf"|\b{group} out(?: now| forever| of (?:our|my|this|the) \w+)?$"
+                    rf"|\b{_NOT_MIGRANTS}{group}(?: \w+){{0,2}}? (?:be |being |get |getting )?(?:sent|shipped|deported|"
+                    r"kicked|thrown) (?:back|out)\b"
+                    r"|\b(?:send|sending|ship|shipping|deport|deporting|kick out|kicking out|throw out|expel|"
+                    r"expelling) "
+                    rf"(?:all |the |every |those |these )?{_NOT_MIGRANTS}{group}\b"
+                ),
+            ),
         )
         person = _alternation(normalize(p) for p in people)
         self._graphic = re.compile(
@@ -298,6 +348,25 @@ class RuleSet:
             r"|\b(?:spilling|pulling|ripping|tearing|blowing|gouging|cutting) (?:out )?(?:his|her|their|its|the|a "
             r"person s|a man s|a woman s) (?:guts|entrails|intestines|brains|innards|eyes|eye|tongue|heart)\b"
             r"|\b(?:blood|gore) (?:pouring|spraying|gushing|spurting|pooling|splattering|squirting)\b"
+            rf"|\b{person}(?: \w+){{0,3}}? (?:being )?(?:chopped up|chopped to pieces|chopped into pieces|hacked to "
+            r"pieces|hacked apart|cut to pieces|cut into pieces|sawn in half|sawed in half|sawn apart|butchered|"
+            r"skinned|flayed|disembowelled|disemboweled)\b"
+            r"|\b(?:her|his|their|its|a|the|s) (?:throat|throats) (?:cut|slit|slashed|cut open|sliced|sliced open)\b"
+            r"|\b(?:cutting|cuts|slitting|slits|slit|slashing|slashes|slashed|slicing|slices) (?:open )?"
+            r"(?:her|his|their|its|a person s|a man s|a woman s|the victim s|someone s|\w+ s) throat\b"
+            r"|\b(?:his|her|their|its|a|the|s) (?:head|skull|face|brain|brains) "
+            r"(?:exploding|explodes|exploded|bursting|burst open|caved in|smashed in|split open|blown open|"
+            r"blown apart|blown off)\b"
+            r"|\b(?:slit|sliced|cut|ripped|torn|split|carved|hacked) open (?:stomach|belly|abdomen|chest|torso|body|"
+            r"bodies|corpse|corpses|skull|ribcage)\b"
+            r"|\b(?:stomach|belly|abdomen|chest|torso|skull|ribcage) "
+            r"(?:slit|sliced|cut|ripped|torn|split|hacked) open\b"
+            r"|\b(?:organs|intestines|guts|entrails|innards|brains|brain matter) (?:visible|exposed|showing|on display|"
+            r"on the ground|on the floor|hanging|everywhere)\b"
+            r"|\bexposed (?:organs|intestines|guts|entrails|brain|brains|bones)\b"
+            r"|\b(?:skinned and gutted|gutted and skinned)\b"
+            rf"|\b(?:skinning|flaying|boiling|roasting|burning|eating) (?:a |the )?{person}(?: \w+)? alive\b"
+            r"|\b(?:guts|intestines|entrails|belly|stomach) (?:ripped|torn|slit|sliced|cut|hacked) open\b"
         )
 
     def positive(self, texts: Sequence[str], tags: Mapping[str, str], raw: str) -> list[Finding]:
@@ -311,7 +380,7 @@ class RuleSet:
                 found.append(Finding("hate", "rules", name))
                 break
         targeted = _MENTION.search(raw) is not None or any(_TARGET.search(t) for t in texts)
-        if targeted and any(_HARASS.search(t) for t in texts):
+        if (targeted and any(_HARASS.search(t) for t in texts)) or any(_DOXXING.search(t) for t in texts):
             found.append(Finding("harassment", "rules", "harassment-targeted"))
         people = "people" in tags or "adults" in tags or "minors" in tags
         if (people and any(_SEX_ACT.search(t) for t in texts)) or any(_SEX_STRIP.search(t) for t in texts):

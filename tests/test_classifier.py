@@ -27,7 +27,7 @@ def test_shipped_model_matches_the_code_and_the_labelled_set() -> None:
     assert MODEL.categories == CATEGORIES
     assert MODEL.dim == DEFAULT_DIM
     assert MODEL.meta["feature_version"] == FEATURE_VERSION
-    assert all(0.5 <= MODEL.thresholds[c] <= 0.99 for c in CATEGORIES)
+    assert all(0.5 <= MODEL.thresholds[c] <= 0.99 + 1e-6 for c in CATEGORIES)  # stored as float32
     # Edit the labelled set and you must retrain: python -m moderation.training.train_prompt_classifier
     digest = hashlib.sha256(prompt_set.DATA_FILE.read_bytes()).hexdigest()
     assert MODEL.meta["data_sha256"] == digest
@@ -91,7 +91,7 @@ def test_scores_are_probabilities() -> None:
 
 
 def test_confident_needs_content_words_and_the_required_category() -> None:
-    high = dict.fromkeys(CATEGORIES, 0.99)
+    high = dict.fromkeys(CATEGORIES, 0.995)
     assert MODEL.confident("hate", high, words=MIN_CONTENT_WORDS)
     assert not MODEL.confident("hate", high, words=MIN_CONTENT_WORDS - 1)
     assert not MODEL.confident("hate", {**high, "hate": 0.1})
