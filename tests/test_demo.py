@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -87,9 +88,17 @@ def test_the_pipeline_saves_loads_through_the_engine_and_draws_the_asked_size(tm
     [images] = generate_batch(model, specs)
     assert [(image.width, image.height) for image in images] == [(64, 64), (64, 64)]
     again = generate_batch(model, [GenerationSpec(prompt="a red circle on a blue background", seed=1, steps=2)])
-    assert again[0][0].png == images[0].png
+    # Same seed, same picture, whatever the batch: alone, other CPU kernels run than in a batch of two, which can
+    # move a pixel by one level of 255 (see test_pipeline); the second image of the batch is another picture.
+    assert _pixel_difference(again[0][0].png, images[0].png) <= 1
+    assert _pixel_difference(again[0][0].png, images[1].png) > 1
     [[small]] = generate_batch(model, [GenerationSpec(prompt="a square", seed=2, steps=2, width=32, height=32)])
     assert Image.open(io.BytesIO(small.png)).size == (32, 32)
+
+
+def _pixel_difference(first: bytes, second: bytes) -> int:
+    with Image.open(io.BytesIO(first)) as a, Image.open(io.BytesIO(second)) as b:
+        return int(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max())
 
 
 def test_demo_is_in_every_registry() -> None:
