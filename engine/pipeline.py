@@ -766,9 +766,12 @@ def image_to_image_steps(steps: int, strength: float) -> tuple[int, int]:
 def _image_to_image_pipeline(model: LoadedModel) -> Any:
     """The model's image-to-image pipeline over the same components (weights, LoRA adapters, compiled denoiser).
 
-    Built once per model with `AutoPipelineForImage2Image.from_pipe`. A Safe Latent Diffusion model gets the
-    plain img2img pipeline: diffusers has no SLD image-to-image pipeline.
+    Built once per model with `AutoPipelineForImage2Image.from_pipe`, unless the model's pipeline takes a source
+    image and a strength itself. A Safe Latent Diffusion model gets the plain img2img pipeline: diffusers has no SLD
+    image-to-image pipeline.
     """
+    if model.img2img_pipe is None and _accepts(model.pipe, "image") and _accepts(model.pipe, "strength"):
+        model.img2img_pipe = model.pipe  # draws from a source itself (the demo pipeline)
     if model.img2img_pipe is None:
         from diffusers import AutoPipelineForImage2Image
 

@@ -96,6 +96,31 @@ def test_the_pipeline_saves_loads_through_the_engine_and_draws_the_asked_size(tm
     assert Image.open(io.BytesIO(small.png)).size == (32, 32)
 
 
+def test_the_demo_pipeline_draws_variations_and_upscales_from_a_source(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    build_pipeline(32, (32, 32), 1).save_pretrained(str(tmp_path / "tiny-demo"))
+    model = load_model_spec(ModelSpec(name="tiny-demo", source=str(tmp_path / "tiny-demo")), CPU)
+    buffer = io.BytesIO()
+    render(sample(random.Random(1)), 64).save(buffer, format="PNG")
+    source = buffer.getvalue()
+
+    def vary(strength: float, **size: int) -> list[bytes]:
+        spec = GenerationSpec(prompt="a shape", seed=4, steps=10, count=2, init_image=source, strength=strength, **size)
+        [images] = generate_batch(model, [spec])
+        return [image.png for image in images]
+
+    def distance(png: bytes) -> float:
+        with Image.open(io.BytesIO(png)) as drawn, Image.open(io.BytesIO(source)) as original:
+            return float(np.abs(np.asarray(drawn, dtype=np.float32) - np.asarray(original, dtype=np.float32)).mean())
+
+    near, far = vary(0.2), vary(1.0)
+    assert max(distance(png) for png in near) < min(distance(png) for png in far)  # less noise, nearer the source
+    assert vary(0.2) == near  # reproducible
+    assert near[0] != near[1]  # each image its own seed
+    [upscaled, _] = vary(0.5, width=128, height=128)
+    assert Image.open(io.BytesIO(upscaled)).size == (128, 128)
+
+
 def _pixel_difference(first: bytes, second: bytes) -> int:
     with Image.open(io.BytesIO(first)) as a, Image.open(io.BytesIO(second)) as b:
         return int(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max())

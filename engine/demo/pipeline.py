@@ -3,6 +3,10 @@
 The UNet denoises 32x32 RGB images rearranged losslessly to 16x16x12 (pixel-unshuffle: convolutions are ~4x
 cheaper than on 32x32x3); the result is shown upscaled to the requested size (64x64 by default). A pooled text
 embedding enters every residual block through the UNet's class embedding, on top of cross-attention.
+
+Given source images and a strength, it draws from them (variations and upscales): each source, brought down to
+32x32, is noised to the point of the schedule that `strength` names, and only the rest of the schedule runs,
+as in diffusers' image-to-image pipelines.
 """
 
 from __future__ import annotations
@@ -120,6 +124,8 @@ class DemoPipeline(_DiffusionPipeline):  # type: ignore[misc]  # diffusers is un
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        image: Image.Image | Sequence[Image.Image] | None = None,
+        strength: float = 0.6,
     ) -> Any:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [text for text in prompts for _ in range(num_images_per_prompt)]
@@ -142,15 +148,31 @@ class DemoPipeline(_DiffusionPipeline):  # type: ignore[misc]  # diffusers is un
         dtype = self.unet.dtype
         size = self.unet.config.sample_size
         shape = (self.unet.config.in_channels, size, size)
+        sources = None
+        if image is not None:
+            sources = [image] if isinstance(image, Image.Image) else list(image)
+            if num_images_per_prompt > 1 and len(sources) * num_images_per_prompt == count:
+                sources = [source for source in sources for _ in range(num_images_per_prompt)]
+            if len(sources) != count:
+                raise ValueError(f"image has {len(sources)} entries for {count} images; give one per image.")
+            if not 0.0 < strength <= 1.0:
+                raise ValueError(f"strength must be above 0 and at most 1, not {strength}.")
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        if sources is not None:
+            # Skip the first (1 - strength) of the schedule, as diffusers' image-to-image pipelines do.
+            kept = min(int(num_inference_steps * strength), num_inference_steps)
+            timesteps = timesteps[num_inference_steps - kept :]
         if latents is None:
             generators = generator if isinstance(generator, list) else [generator] * count
             noise = [torch.randn(shape, generator=g, device=g.device if g else device, dtype=dtype) for g in generators]
             latents = torch.stack(noise).to(device)
+            if sources is not None and len(timesteps):
+                clean = to_model_space(from_images(sources).to(device=device, dtype=dtype))
+                latents = self.scheduler.add_noise(clean, latents, timesteps[:1].repeat(count))
         guided = guidance_scale > 1.0
         states, pooled = self._embed(prompts + negatives if guided else prompts)
 
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
         self._interrupt = False
         for step, timestep in enumerate(timesteps):
@@ -177,6 +199,15 @@ class DemoPipeline(_DiffusionPipeline):  # type: ignore[misc]  # diffusers is un
         if not return_dict:
             return (images,)
         return cast(Any, diffusers.ImagePipelineOutput)(images=images)
+
+
+def from_images(images: Sequence[Image.Image]) -> torch.Tensor:
+    """Pictures of any size as a (B, 3, 32, 32) batch in [-1, 1], brought down with an area filter."""
+    arrays = [
+        np.asarray(picture.convert("RGB").resize((PIXELS, PIXELS), Image.Resampling.BOX), dtype=np.float32)
+        for picture in images
+    ]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def to_image(array: np.ndarray[Any, Any]) -> Image.Image:
