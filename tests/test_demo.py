@@ -104,8 +104,10 @@ def test_the_demo_pipeline_draws_variations_and_upscales_from_a_source(tmp_path:
     render(sample(random.Random(1)), 64).save(buffer, format="PNG")
     source = buffer.getvalue()
 
-    def vary(strength: float, **size: int) -> list[bytes]:
-        spec = GenerationSpec(prompt="a shape", seed=4, steps=10, count=2, init_image=source, strength=strength, **size)
+    def vary(strength: float, size: int = 64) -> list[bytes]:
+        spec = GenerationSpec(
+            prompt="a shape", seed=4, steps=10, count=2, init_image=source, strength=strength, width=size, height=size
+        )
         [images] = generate_batch(model, [spec])
         return [image.png for image in images]
 
@@ -117,7 +119,7 @@ def test_the_demo_pipeline_draws_variations_and_upscales_from_a_source(tmp_path:
     assert max(distance(png) for png in near) < min(distance(png) for png in far)  # less noise, nearer the source
     assert vary(0.2) == near  # reproducible
     assert near[0] != near[1]  # each image its own seed
-    [upscaled, _] = vary(0.5, width=128, height=128)
+    [upscaled, _] = vary(0.5, size=128)
     assert Image.open(io.BytesIO(upscaled)).size == (128, 128)
 
 
