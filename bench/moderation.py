@@ -16,8 +16,8 @@ Latency is one `PromptGate.check` per prompt over the held-out prompts, `--round
 If `moderation.image_gate` provides `benchmark_image_gate(runs) -> list[float]` (milliseconds per 512x512
 image), its p50/p99 are reported too, else null.
 
-Goals: recall >= 0.95, false_positive_rate <= 0.03, prompt_gate_p99_ms <= 5. The last line printed is one
-JSON object.
+Goals: recall >= 0.95, false_positive_rate <= 0.03, prompt_gate_p99_ms <= 5, and image_gate_p99_ms <= 150
+when the image gate was timed. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -96,6 +96,14 @@ def latency(gate: PromptGate, prompts: Sequence[str], rounds: int) -> list[float
     return samples
 
 
+def goals_met(held_out: dict[str, Any], times: Sequence[float], image_times: Sequence[float] | None) -> bool:
+    """Every goal the run measured: quality, prompt gate latency, and image gate latency when it was timed."""
+    met = held_out["recall"] >= 0.95 and held_out["false_positive_rate"] <= 0.03 and percentile(times, 0.99) <= 5.0
+    if image_times:
+        met = met and percentile(image_times, 0.99) <= 150.0
+    return bool(met)
+
+
 def image_benchmark() -> Callable[[int], list[float]] | None:
     try:
         from moderation.image_gate import benchmark_image_gate  # type: ignore[attr-defined, unused-ignore]
@@ -141,9 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else None,
         "held_out_fresh_first_scores": {str(b): score for b, score in FRESH_FIRST_SCORES.items()},
         "train": {k: v for k, v in training.items() if k not in ("missed", "false_positives")},
-        "goals_met": held_out["recall"] >= 0.95
-        and held_out["false_positive_rate"] <= 0.03
-        and percentile(times, 0.99) <= 5.0,
+        "goals_met": goals_met(held_out, times, image_times),
     }
     if not args.json:
         latest = [(f"fresh block {blocks[-1]}", by_block[blocks[-1]])] if blocks else []

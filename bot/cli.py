@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="check every entry's hash and link (exit 0), or name the first bad entry (exit 1)"
     )
     show = audit_commands.add_parser("show", help="print entries, oldest first")
-    show.add_argument("--user", metavar="ID", help="entries about this member")
+    show.add_argument(
+        "--user", metavar="ID", help="entries where this member is the subject or the actor (e.g. a moderator's bans)"
+    )
     show.add_argument("--guild", metavar="ID", help="entries from this server")
     show.add_argument("--job", metavar="ID", help="entries about this job")
     show.add_argument("--category", metavar="C", help="entries with this category (e.g. sexual)")
@@ -248,6 +250,10 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         styles.check(spec.style, spec.style_strength)
     if args.lora is not None:
         _check_lora(args)
+    from bot.safety import build_marker
+    from engine.jobs import new_job_id
+
+    mark = build_marker(settings)  # before the model loads: unusable C2PA credentials fail fast
     _hide_progress_bars()
     model = load_model_spec(model_spec, settings.engine_options())
     if args.lora is not None:
@@ -256,13 +262,14 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         apply_lora(model.pipe, args.lora, args.lora_scale)
     started = time.monotonic()
     images = generate(model, spec, limits=limits, styles=styles)
+    job_id = new_job_id()  # one job, as the bot records one request, so the marks lead back to this run
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for image in images:
         path = args.out / f"imagine-{stamp}-{image.seed}.png"
-        path.write_bytes(image.png)
+        path.write_bytes(mark(image.png, job_id, model_spec.name))
         print(path)
-    print(f"{len(images)} image(s) in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    print(f"{len(images)} image(s) in {time.monotonic() - started:.1f}s, job {job_id}", file=sys.stderr)
     return 0
 
 
@@ -538,7 +545,7 @@ def _audit_filters(args: argparse.Namespace) -> dict[str, Any]:
     if since is not None and until is not None and _aware(since) >= _aware(until):
         raise UsageError("--since must be earlier than --until")
     return {
-        "user_id": args.user,
+        "member_id": args.user,
         "guild_id": args.guild,
         "job_id": args.job,
         "category": args.category,
@@ -553,15 +560,27 @@ def _audit_show(log: AuditLog, filters: dict[str, Any], output: str) -> int:
     from moderation.audit import export_csv, export_jsonl
 
     entries = log.query(**filters)
-    if output == "jsonl":
-        export_jsonl(entries, sys.stdout)
-    elif output == "csv":
-        export_csv(entries, sys.stdout)
-    elif entries:
-        print("\n".join(_audit_table(entries)))
-    else:
-        print("no audit entries match", file=sys.stderr)
+    try:
+        if output == "jsonl":
+            export_jsonl(entries, sys.stdout)
+        elif output == "csv":
+            export_csv(entries, sys.stdout)
+        elif entries:
+            print("\n".join(_audit_table(entries)))
+        else:
+            print("no audit entries match", file=sys.stderr)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+    except BrokenPipeError:
+        _stdout_closed()
     return 0
+
+
+def _stdout_closed() -> None:
+    """Whoever read our output stopped early (`| head`): that is no error. Python would still try to flush
+    what is left in stdout at exit and print a second BrokenPipeError, so point stdout at devnull."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:

@@ -116,6 +116,8 @@ class SafetySettings:
     image_gate: bool = True
     image_classifiers: tuple[str, ...] = DEFAULT_IMAGE_CLASSIFIERS
     image_action: str = "review"  # review (held for moderators) or block
+    # Label -> score at which the image gate trips (None: recorded, never trips); on top of the gate's defaults.
+    image_thresholds: Mapping[str, float | None] = field(default_factory=dict, hash=False)
     c2pa_certificate: str | None = None  # PEM chain; with c2pa_key, images are signed with a C2PA manifest
     c2pa_key: str | None = None
 
@@ -277,6 +279,50 @@ def _parse_ids(value: object) -> tuple[int, ...]:
     return tuple(_parse_positive_int(item) for item in items)
 
 
+class _BadEntry(ValueError):
+    """One entry of a table setting is invalid: the error names that entry, not the whole table."""
+
+    def __init__(self, key: object, value: object, accepts: str) -> None:
+        super().__init__(key)
+        self.key = key
+        self.value = value
+        self.accepts = accepts
+
+
+_THRESHOLD_ACCEPTS = "a label with a threshold above 0 and at most 1, or `off`"
+
+
+def _parse_threshold(value: object) -> float | None:
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return None
+    number = _parse_float(value)
+    if not 0 < number <= 1:
+        raise ValueError
+    return number
+
+
+def _parse_thresholds(value: object) -> dict[str, float | None]:
+    """A TOML table {label = threshold}, or from the environment "label=0.8,other=off"."""
+    if isinstance(value, dict):
+        items: list[tuple[object, object]] = list(value.items())
+    elif isinstance(value, str):
+        items = []
+        for part in (p for p in value.split(",") if p.strip()):
+            name, sep, text = part.rpartition("=")  # rpartition: a label may itself contain "="
+            items.append((name.strip(), text) if sep else (part.strip(), ""))
+    else:
+        raise ValueError
+    thresholds: dict[str, float | None] = {}
+    for key, number in items:
+        if not isinstance(key, str) or not key.strip():
+            raise _BadEntry(key, number, _THRESHOLD_ACCEPTS)
+        try:
+            thresholds[key.strip()] = _parse_threshold(number)
+        except (ValueError, TypeError):
+            raise _BadEntry(key, number, _THRESHOLD_ACCEPTS) from None
+    return thresholds
+
+
 def _parse_device(value: object) -> str:
     text = _parse_str(value).lower()
     if text not in ("auto", "cpu", "cuda", "mps") and not text.startswith("cuda:"):
@@ -345,6 +391,13 @@ _OPTIONS = (
     _Option("safety", "image_gate", _parse_bool, "true or false"),
     _Option("safety", "image_classifiers", _parse_list, "a list of module:Class image classifiers"),
     _Option("safety", "image_action", _choice("review", "block"), "review or block"),
+    _Option(
+        "safety",
+        "image_thresholds",
+        _parse_thresholds,
+        'a [safety.image_thresholds] table of label = threshold such as "violence/graphic" = 0.8 (above 0, at '
+        "most 1, or `off`); in the environment violence/graphic=0.8,normal=off",
+    ),
     _Option("safety", "c2pa_certificate", _parse_str, "a PEM certificate chain file"),
     _Option("safety", "c2pa_key", _parse_str, "a PEM private key file"),
     _Option("moderation", "strikes_to_ban", _parse_positive_int, "a whole number of at least 1"),
@@ -475,6 +528,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             continue
         try:
             parsed[(option.section, option.key)] = option.parse(value)
+        except _BadEntry as bad:
+            raise ConfigError(f"{source}: {bad.key!r} = {bad.value!r} is not valid: expected {bad.accepts}.") from None
         except (ValueError, TypeError):
             shown = "(hidden)" if option.key == "token" else repr(value)
             raise ConfigError(f"{source} = {shown} is not valid: expected {option.accepts}.") from None

@@ -18,7 +18,8 @@ def build_prompt_gate(settings: Settings) -> PromptGate:
     return PromptGate.from_package()
 
 
-def _marker(settings: Settings) -> Marker:
+def build_marker(settings: Settings) -> Marker:
+    """The provenance step every image imagine hands out goes through: the bot's posts and `imagine generate`."""
     from moderation.provenance import mark
 
     certificate, key = settings.safety.c2pa_certificate, settings.safety.c2pa_key
@@ -42,7 +43,11 @@ def build_finisher(settings: Settings) -> Finisher:
 
     gate = None
     if settings.safety.image_gate:
-        gate = ImageGate.from_specs(settings.safety.image_classifiers, action=settings.safety.image_action)
+        gate = ImageGate.from_specs(
+            settings.safety.image_classifiers,
+            thresholds=settings.safety.image_thresholds,
+            action=settings.safety.image_action,
+        )
     else:
         log.warning("the image gate is off ([safety] image_gate = false): images are posted unchecked")
-    return Finisher(ImageStore(settings.images_dir), gate=gate, mark=_marker(settings), blur=blurred_preview)
+    return Finisher(ImageStore(settings.images_dir), gate=gate, mark=build_marker(settings), blur=blurred_preview)

@@ -386,6 +386,7 @@ class AuditLog:
         self,
         *,
         user_id: str | None = None,
+        member_id: str | None = None,
         guild_id: str | None = None,
         job_id: str | None = None,
         category: str | None = None,
@@ -394,8 +395,10 @@ class AuditLog:
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[AuditEntry]:
-        """Entries matching every filter given, oldest first. `since` is inclusive, `until` exclusive (naive
-        datetimes are taken as UTC); `limit` keeps the newest that many."""
+        """Entries matching every filter given, oldest first. `user_id` matches the member an entry is about;
+        `member_id` matches entries where that member is the subject or the actor (what a moderator did counts).
+        `since` is inclusive, `until` exclusive (naive datetimes are taken as UTC); `limit` keeps the newest that
+        many."""
         if limit is not None and limit < 1:
             raise AuditError(f"limit must be at least 1 (got {limit})")
         statement = select(audit_log)
@@ -408,6 +411,8 @@ class AuditLog:
         ):
             if value is not None:
                 statement = statement.where(column == value)
+        if member_id is not None:
+            statement = statement.where(or_(audit_log.c.user_id == member_id, audit_log.c.actor_id == member_id))
         if since is not None:
             statement = statement.where(audit_log.c.at >= _utc(since))
         if until is not None:

@@ -6,6 +6,13 @@ in config as "module:Class" strings (`load_classifier`), so an operator can add 
 pipeline. The gate fails closed: a classifier that raises, or an image that cannot be decoded, sends the
 image to review, never straight out.
 
+Every label a classifier returns counts: one with no configured threshold trips at `DEFAULT_THRESHOLD` (0.5).
+The exceptions are NudeNet's labels that name no harm (faces, feet, covered parts: `NUDENET_UNTHRESHOLDED`),
+which are recorded but never trip unless given a threshold. A label's policy category: NudeNet's exposed
+intimate parts are "sexual"; a label that is itself a policy category name ("sexual", "violence/graphic",
+"hate", ...) is judged under that category, so a place that allows it (adult content in an age-restricted
+channel) lets it through; any other label has no category, and a tripped one is held or blocked everywhere.
+
 The bundled classifier is NudeNet: a YOLOv8n ONNX model of 12 MB that ships inside the `nudenet` wheel, so
 nothing is downloaded. nudenet is an optional extra (`imagine[nudenet]`), imported only when this classifier
 is used, because of its licence: the wheel's metadata says MIT, but the LICENSE files inside it are AGPL-3.0,
@@ -31,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from moderation import ModerationError
+from moderation.policy import CATEGORIES
 
 Action = Literal["allow", "block", "review"]
 
@@ -66,6 +74,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "BUTTOCKS_EXPOSED": 0.5,
 }
 DEFAULT_CATEGORIES: dict[str, str] = {label: "sexual" for label in DEFAULT_THRESHOLDS}
+NUDENET_UNTHRESHOLDED = frozenset(NUDENET_LABELS) - DEFAULT_THRESHOLDS.keys()
+DEFAULT_THRESHOLD = 0.5  # for any label without a threshold of its own
 DEFAULT_CLASSIFIER = "moderation.image_gate:NudeNetClassifier"
 
 
@@ -86,7 +96,7 @@ class ImageClassifier(Protocol):
 class ImageDecision:
     allowed: bool
     action: Action
-    category: str | None = None  # policy category of the label that decided, e.g. "sexual"
+    category: str | None = None  # policy category of the label that decided, e.g. "sexual"; None: it has none
     label: str | None = None  # the label that decided (when allowed: the thresholded label closest to its limit)
     score: float = 0.0
     layer: str = "image"  # name of the classifier that decided; "error" when the gate failed closed
@@ -173,26 +183,30 @@ def load_classifier(spec: str) -> ImageClassifier:
 class ImageGate:
     """Runs every classifier on an image and decides allow / block / review.
 
-    `thresholds` maps a label to the score at which it trips; `categories` maps a label to its policy
-    category (labels not listed are their own category). `action` is what a tripped threshold does:
-    "block" (never shown) or "review" (held for moderators).
+    `thresholds` maps a label to the score at which it trips, or to None for a label that is recorded but never
+    trips; labels not listed trip at `default_threshold`, except NudeNet's `NUDENET_UNTHRESHOLDED`. `categories`
+    maps a label to its policy category; a label not listed is its own category when it is a policy category
+    name, and has none otherwise. `action` is what a tripped threshold does: "block" (never shown) or "review"
+    (held for moderators).
     """
 
     def __init__(
         self,
         classifiers: Sequence[ImageClassifier],
-        thresholds: Mapping[str, float],
+        thresholds: Mapping[str, float | None],
         action: str = "review",
         *,
         categories: Mapping[str, str] | None = None,
+        default_threshold: float = DEFAULT_THRESHOLD,
     ) -> None:
         if action not in ("block", "review"):
             raise ImageGateError(f"image gate action must be 'block' or 'review', got {action!r}")
-        for label, threshold in thresholds.items():
-            if not 0.0 < threshold <= 1.0:
+        for label, threshold in {**thresholds, "(default)": default_threshold}.items():
+            if threshold is not None and not 0.0 < threshold <= 1.0:
                 raise ImageGateError(f"image gate threshold for {label} must be in (0, 1], got {threshold}")
         self.classifiers = list(classifiers)
-        self.thresholds = dict(thresholds)
+        self.thresholds: dict[str, float | None] = {**dict.fromkeys(NUDENET_UNTHRESHOLDED), **thresholds}
+        self.default_threshold = default_threshold
         self.action: Action = "block" if action == "block" else "review"
         self.categories = dict(DEFAULT_CATEGORIES if categories is None else categories)
 
@@ -200,12 +214,24 @@ class ImageGate:
     def from_specs(
         cls,
         specs: Sequence[str] = (DEFAULT_CLASSIFIER,),
-        thresholds: Mapping[str, float] | None = None,
+        thresholds: Mapping[str, float | None] | None = None,
         action: str = "review",
     ) -> ImageGate:
-        """A gate from config: classifier specs, thresholds (default: DEFAULT_THRESHOLDS) and the action."""
+        """A gate from config: classifier specs, thresholds (each overrides that label's entry in
+        DEFAULT_THRESHOLDS; other labels trip at DEFAULT_THRESHOLD) and the action."""
         classifiers = [load_classifier(spec) for spec in specs]
-        return cls(classifiers, DEFAULT_THRESHOLDS if thresholds is None else thresholds, action)
+        return cls(classifiers, {**DEFAULT_THRESHOLDS, **(thresholds or {})}, action)
+
+    def threshold(self, label: str) -> float | None:
+        """The score at which `label` trips; None when it never does."""
+        return self.thresholds.get(label, self.default_threshold)
+
+    def category(self, label: str) -> str | None:
+        """The policy category a tripped `label` is judged under; None when it maps to none."""
+        category = self.categories.get(label)
+        if category is None and label in CATEGORIES:
+            return label
+        return category
 
     def check(self, png: bytes) -> ImageDecision:
         """Decide on one encoded image (PNG, or anything else PIL reads)."""
@@ -220,7 +246,7 @@ class ImageGate:
         """Decide on a decoded image."""
         scores: dict[str, float] = {}
         best: tuple[float, str, str] | None = None  # (score, label, classifier) of the strongest tripped label
-        nearest: tuple[float, str, str] | None = None  # the thresholded label closest to its threshold
+        nearest: tuple[float, str, str, float] | None = None  # the thresholded label closest to its threshold
         errors: list[str] = []
         for classifier in self.classifiers:
             try:
@@ -232,21 +258,20 @@ class ImageGate:
                 continue
             for label, score in result.items():
                 scores[label] = max(scores.get(label, 0.0), score)
-                threshold = self.thresholds.get(label)
+                threshold = self.threshold(label)
                 if threshold is None:
                     continue
                 if score >= threshold and (best is None or score > best[0]):
                     best = (score, label, classifier.name)
-                if score > 0 and (nearest is None or score / threshold > nearest[0] / self.thresholds[nearest[1]]):
-                    nearest = (score, label, classifier.name)
+                if score > 0 and (nearest is None or score / threshold > nearest[0] / nearest[3]):
+                    nearest = (score, label, classifier.name, threshold)
         if best is not None:
             score, label, layer = best
-            category = self.categories.get(label, label)
-            return ImageDecision(False, self.action, category, label, score, layer, scores)
+            return ImageDecision(False, self.action, self.category(label), label, score, layer, scores)
         if errors:
             return ImageDecision(False, "review", layer="error", scores=scores, error="; ".join(errors))
         if nearest is not None:
-            score, label, layer = nearest
+            score, label, layer, _ = nearest
             return ImageDecision(True, "allow", None, label, score, layer, scores)
         return ImageDecision(True, "allow", scores=scores)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from moderation.classifier import Classifier, PromptClassifier, content_words
+from moderation.classifier import STOPWORDS, Classifier, PromptClassifier, content_words
 from moderation.normalize import join_letter_runs, letter_runs, normalize, squeeze
 from moderation.policy import CATEGORIES, CATEGORY_LABELS, Policy
 from moderation.prompt_rules import MINOR_AGE, Finding, RuleSet
@@ -66,6 +66,12 @@ OBJECT_MODIFIERS: Mapping[str, frozenset[str]] = {
     ),
 }
 _MODIFIER_TERMS = frozenset().union(*OBJECT_MODIFIERS.values())
+# A harmful term right after one of these is said not to be wanted ("a battle, no gore", "sfw, no nudity").
+_NEGATIONS = frozenset({"no", "not", "without", "zero"})
+# Only a plain "no nudity": "no: n.u.d.e" is a decoy in front of a term, not a negation.
+_NEGATED = re.compile(r"\b(?:no|not|without|zero)\s+([^\W_][\w-]*)", re.IGNORECASE)
+_HARMFUL_TAGS = frozenset(CATEGORIES)
+_PERSON_LISTS = frozenset({"people", "minors", "adults"})
 _MODIFIED_TAGS = frozenset(OBJECT_MODIFIERS)
 _PERSON_TAGS = ("people", "minors", "adults")
 
@@ -110,11 +116,17 @@ def _load_terms(text: str) -> list[str]:
     return [t for t in terms if t]
 
 
+# Terms that hide inside everyday words ("rape" in "grape", "spic" in "spicy", "paki" in "pakistan"): inside a
+# spelled-out run they count only as the whole run.
+_NOT_INSIDE = frozenset({"rape", "rapes", "raped", "spic", "spics", "paki", "pakis"})
+
+
 def _inner_pattern(terms: Iterable[str]) -> re.Pattern[str]:
     # For spelled-out letter runs, where word boundaries are gone: terms of four letters or more
     # anywhere in the run (shorter ones would match by chance).
-    joined = {t.replace(" ", "") for t in terms}
-    return re.compile("|".join(sorted((re.escape(t) for t in joined if len(t) >= 4), key=len, reverse=True)) or "(?!)")
+    joined = {t.replace(" ", "") for t in terms} - _NOT_INSIDE
+    alternatives = sorted((re.escape(t) for t in joined if len(t) >= 4), key=len, reverse=True)
+    return re.compile("|".join(alternatives) or "(?!)")
 
 
 class TermIndex:
@@ -156,6 +168,50 @@ class TermIndex:
                 return "objects" in found[1]
         return False
 
+    def _is_harmful(self, phrase: str) -> bool:
+        hit = self._lookup(phrase)
+        return hit is not None and bool(hit[1] & _HARMFUL_TAGS)
+
+    def _is_person(self, word: str) -> bool:
+        hit = self._lookup(word)
+        return hit is not None and bool(hit[1] & _PERSON_LISTS)
+
+    def resegment(self, normalized: str) -> str:
+        """Words run together or broken apart to hide a term, put right: "nakedwoman" → "naked woman" (a harmful
+        term and a word for a person, both of four letters or more), "nu de" → "nude" (two pieces that are no
+        known word or stop word, one of them at most three letters, that together make a harmful term)."""
+        words = normalized.split()
+        out: list[str] = []
+        i = 0
+        while i < len(words):
+            word = words[i]
+            if i + 1 < len(words):
+                following = words[i + 1]
+                joined = word + following
+                if (
+                    min(len(word), len(following)) <= 3
+                    and not ({word, following} & (self._vocabulary | STOPWORDS))
+                    and self._is_harmful(joined)
+                ):
+                    out.append(joined)
+                    i += 2
+                    continue
+            if len(word) >= 8 and word not in self._vocabulary:
+                for cut in range(4, len(word) - 3):
+                    head, tail = word[:cut], word[cut:]
+                    if (self._is_harmful(head) and self._is_person(tail)) or (
+                        self._is_person(head) and self._is_harmful(tail)
+                    ):
+                        out.extend((head, tail))
+                        break
+                else:
+                    out.append(word)
+                i += 1
+                continue
+            out.append(word)
+            i += 1
+        return " ".join(out)
+
     def unstretch(self, normalized: str) -> str:
         """Stretched words squeezed to the spelling a term list knows ("naaaked" → "naked", "boooobs" →
         "boobs"; "xxx" is known as it is), else to single letters ("himsellllf" → "himself")."""
@@ -166,7 +222,13 @@ class TermIndex:
                 words[i] = next((f for f in forms if f in self._vocabulary), forms[0])
         return " ".join(words)
 
-    def scan(self, normalized: str, tags: dict[str, str], every: dict[str, set[str]] | None = None) -> tuple[str, str]:
+    def scan(
+        self,
+        normalized: str,
+        tags: dict[str, str],
+        every: dict[str, set[str]] | None = None,
+        negated: frozenset[str] = frozenset(),
+    ) -> tuple[str, str]:
         """Add `tag → term` for each list with a term in the text (first found wins; `every`, if given, collects
         all the terms found per tag). Return the text with
         harmless (allow-listed) phrases dropped, for the rules, and the same without the names of groups of
@@ -184,7 +246,10 @@ class TermIndex:
                 hit = self._lookup(" ".join(words[i : i + size]))
                 if hit is not None:
                     term, term_tags = hit
-                    if self._said_of_object(term, term_tags, words, i + size):
+                    unwanted = (
+                        i > 0 and words[i - 1] in _NEGATIONS and words[i] in negated and term_tags <= _HARMFUL_TAGS
+                    )
+                    if unwanted or self._said_of_object(term, term_tags, words, i + size):
                         i += size
                         break
                     for tag in term_tags:
@@ -201,6 +266,9 @@ class TermIndex:
                 anonymous.append(words[i])
                 i += 1
         for run in runs:
+            whole = self._lookup(run)
+            if whole is not None and "allow" in whole[1]:
+                continue  # "r a p e s e e d"
             for tag, pattern in self._inner.items():
                 match = pattern.search(run)
                 if match:
@@ -252,7 +320,9 @@ class PromptGate:
     def _findings(self, prompt: str, negative: str) -> tuple[list[Finding], str]:
         tags: dict[str, str] = {}
         every: dict[str, set[str]] = {}
-        masked, anonymous = self._index.scan(self._index.unstretch(normalize(prompt)), tags, every)
+        text = self._index.resegment(self._index.unstretch(normalize(prompt)))
+        negated = frozenset(normalize(word) for word in _NEGATED.findall(prompt))
+        masked, anonymous = self._index.scan(text, tags, every, negated)
         if "objects" in tags and not any(t in tags for t in _PERSON_TAGS) and not MINOR_AGE.search(masked):
             for category, modifiers in OBJECT_MODIFIERS.items():
                 if category in tags and every[category] <= modifiers:

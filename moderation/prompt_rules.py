@@ -21,6 +21,14 @@ each has a name that moderators see. Positive-prompt rules:
 - `sexual-act`: a person with a word for a sex act, clothes taken off ("her top off"), private parts shown,
   "explicit photo".
 - `hate-calling`: a group called vermin, savages... ("a poster calling <group> <insult>").
+- `hate-caricature`: a cartoon, meme or caricature of a group with one of its racist tropes ("a big nose",
+  "slanted eyes"); `hate-celebrating-atrocity`: mocking or celebrating the Holocaust, slavery, lynching.
+- `minors+sexual` also reads a bare age under 18 given as its own item ("nude, 16").
+- `sexualised-private-person` (harassment): a private person ("my classmate", "Sarah from my class") together
+  with a sexual or suggestive word.
+- `sexual-undressed`: a person without clothes in other words ("without a bra", "clothing: none",
+  "wearing only a smile").
+- `voyeurism` (harassment): a hidden camera in a shower, changing room or toilet.
 
 Negative prompts are what a user wants to *avoid*, so the term lists are not applied to them ("nsfw, nude,
 blurry" is the most common negative there is). They are read only for inversion: asking the model to avoid
@@ -85,8 +93,33 @@ _HATE_PREDICATE = (
     r"devils|breeding animals|a virus|germs|leeches|an infestation|a curse|beasts|not people|rodents|maggots)"
 )
 _ANIMALS = (
-    r"(?:apes|monkeys|rats|pigs|vermin|cockroaches|roaches|insects|dogs|animals|subhumans|parasites|gorillas|"
-    r"baboons|chimps|chimpanzees|locusts|snakes|rodents|maggots|beasts|leeches|lice)"
+    r"(?:(?:a |an )?(?:ape|monkey|rat|pig|cockroach|roach|insect|dog|animal|subhuman|parasite|gorilla|baboon|chimp|"
+    r"rodent|maggot|beast|leech|terrorist|criminal|rapist|thief|demon)|apes|monkeys|rats|pigs|vermin|cockroaches|"
+    r"roaches|insects|dogs|animals|subhumans|parasites|gorillas|baboons|chimps|chimpanzees|locusts|snakes|rodents|"
+    r"maggots|beasts|leeches|lice|terrorists|criminals|rapists|thieves|demons)"
+)
+_CARICATURE = re.compile(r"\b(?:cartoon|cartoons|caricature|caricatures|meme|memes|propaganda|mocking|mock)\b")
+_TROPE = re.compile(
+    r"\b(?:big nose|big noses|hooked nose|hook nose|hooknosed|counting money|greedy|slanted eyes|slant eyes|"
+    r"squinty eyes|buck teeth|eating dogs|eating cats|eats dogs|watermelon|fried chicken|suicide vest|"
+    r"big lips|on welfare|stealing|with a bomb)\b"
+)
+_ATROCITY = re.compile(
+    r"\b(?:mocking|mock|making fun of|laughing at|celebrating|celebrate|glorifying|glorify|cheering|praising|"
+    r"joking about|jokes about|funny)(?: \w+){0,3}? (?:the )?(?:holocaust|shoah|genocide|slavery|gas chambers?|"
+    r"lynching|lynchings|auschwitz|ethnic cleansing|9 11 attacks|twin towers attack)\b"
+)
+_BARE_AGE = re.compile(r"(?:^|[,;(|])\s*(?:1[0-7]|[1-9])\s*(?=[,;)|]|$)")
+_UNDRESSED = re.compile(
+    r"\b(?:without|no|zero|0) (?:a |any |her |his )?(?:bra|panties|underwear|knickers|clothes|clothing|top|shirt and "
+    r"bra|shirt or bra)\b"
+    r"|\b(?:clothes|clothing|outfit|attire|garments)(?: \w+)? (?:none|nothing|0|zero|null)\b"
+    r"|\bwearing (?:only|just|nothing but) (?:a |her |his )?(?:smile|grin|jewelry|jewellery|necklace|stockings|"
+    r"body paint|socks|heels|high heels)\b"
+)
+_VOYEUR = re.compile(
+    r"\bhidden (?:camera|cam|spy camera|spycam)(?: \w+){0,4}? (?:shower|showers|changing room|changing rooms|"
+    r"locker room|locker rooms|bathroom|toilet|toilets|restroom|dressing room|bedroom)\b"
 )
 _SHOULD_DIE = (
     r"(?:should|must|deserve to|need to|ought to|have to|will) (?:all )?(?:be )?"
@@ -331,6 +364,7 @@ class RuleSet:
                 ),
             ),
         )
+        self._group = re.compile(rf"\b{group}\b")
         person = _alternation(normalize(p) for p in people)
         self._graphic = re.compile(
             rf"\b{person}(?: \w+){{0,3}}? (?:torn apart|ripped apart|blown apart|blown to pieces|eaten alive|cut open|"
@@ -372,19 +406,33 @@ class RuleSet:
     def positive(self, texts: Sequence[str], tags: Mapping[str, str], raw: str) -> list[Finding]:
         """Findings for a positive prompt: `texts` are its normalised forms with harmless phrases masked."""
         found: list[Finding] = []
-        minor = "minors" in tags or any(MINOR_AGE.search(t) for t in texts)
-        if minor and ({"sexual", "suggestive"} & tags.keys()):
+        sexual = bool({"sexual", "suggestive"} & tags.keys())
+        minor = "minors" in tags or any(MINOR_AGE.search(t) for t in texts) or _BARE_AGE.search(raw) is not None
+        if minor and sexual:
             found.append(Finding("sexual/minors", "rules", "minors+sexual"))
         for name, pattern in self._hate:
             if any(pattern.search(t) for t in texts):
                 found.append(Finding("hate", "rules", name))
                 break
+        else:
+            if any(_CARICATURE.search(t) and _TROPE.search(t) and self._group.search(t) for t in texts):
+                found.append(Finding("hate", "rules", "hate-caricature"))
+            elif any(_ATROCITY.search(t) for t in texts):
+                found.append(Finding("hate", "rules", "hate-celebrating-atrocity"))
         targeted = _MENTION.search(raw) is not None or any(_TARGET.search(t) for t in texts)
         if (targeted and any(_HARASS.search(t) for t in texts)) or any(_DOXXING.search(t) for t in texts):
             found.append(Finding("harassment", "rules", "harassment-targeted"))
+        elif targeted and sexual:
+            found.append(Finding("harassment", "rules", "sexualised-private-person"))
+        if any(_VOYEUR.search(t) for t in texts):
+            found.append(Finding("harassment", "rules", "voyeurism"))
         people = "people" in tags or "adults" in tags or "minors" in tags
         if (people and any(_SEX_ACT.search(t) for t in texts)) or any(_SEX_STRIP.search(t) for t in texts):
             found.append(Finding("sexual", "rules", "sexual-act"))
+        elif people and any(_UNDRESSED.search(t) for t in texts):
+            found.append(Finding("sexual", "rules", "sexual-undressed"))
+            if minor:
+                found.append(Finding("sexual/minors", "rules", "minors+sexual"))
         if any(_ILLICIT.search(t) for t in texts):
             found.append(Finding("illicit", "rules", "illicit-instructions"))
         elif any(_CRIME.search(t) for t in texts):

@@ -8,9 +8,11 @@
   It survives JPEG re-encoding and metadata stripping; images under 256 px a side are too small to carry it.
 - Optionally a signed C2PA manifest (`moderation.c2pa_signing`), applied last because it hashes the file.
 
-`verify` looks for each of these and never claims an image that carries none: the text marks must say
-"AI-generated" explicitly, the watermark must pass its magic, CRC and vote margin, and a C2PA manifest must
-be intact and declare an AI source type.
+`verify` looks for each of these and claims only imagine's own marks: the XMP must declare an AI source type
+and carry imagine's job id (its own namespace), the PNG text must name imagine as the software, the watermark
+must pass its magic, CRC and vote margin, and a C2PA manifest must be intact, declare an AI source type and
+carry imagine's job assertion. Another generator's AI-generated XMP or C2PA manifest (Adobe Firefly's, say)
+is reported as such, never as imagine's.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 XMP_KEY = "XML:com.adobe.xmp"
 AI_TEXT_KEY = "ai_generated"  # the engine's plain-language statement (engine/metadata.py)
+SOFTWARE = "imagine"  # the engine's "Software" text chunk (engine/metadata.py SOFTWARE)
+UNNAMED_TOOL = "a tool that does not name itself"
 _NS = {
     "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
     "Iptc4xmpExt": "http://iptc.org/std/Iptc4xmpExt/2008-02-29/",
@@ -61,6 +65,8 @@ class ProvenanceReport:
     found: list[str]  # a subset of SOURCES, in that order
     job_id: str | None = None  # from XMP or C2PA; the watermark alone gives only `details["watermark_id"]`
     details: dict[str, Any] = field(default_factory=dict)
+    # AI-generation marks written by another tool: source ("xmp", "c2pa") -> that tool's name. Never in `found`.
+    foreign: dict[str, str] = field(default_factory=dict)
 
 
 def watermark_id(job_id: str) -> bytes:
@@ -154,14 +160,20 @@ def verify(data: bytes, *, trust_anchors: str | None = None) -> ProvenanceReport
     details: dict[str, Any] = {"format": image_format, "size": list(image.size)}
     job_id: str | None = None
 
+    foreign: dict[str, str] = {}
     xmp = _read_xmp(xmp_raw if xmp_raw is not None else text.get(XMP_KEY))
     if xmp is not None:
         details["xmp"] = xmp
         if xmp.get("digital_source_type") in AI_SOURCE_TYPES:
-            found.append("xmp")
-            job_id = xmp.get("job_id") or None
+            # imagine:JobId lives in imagine's own namespace and `mark` always writes it; the source type alone
+            # is what every AI generator writes.
+            if xmp.get("job_id"):
+                found.append("xmp")
+                job_id = xmp["job_id"]
+            else:
+                foreign["xmp"] = xmp.get("creator_tool") or UNNAMED_TOOL
 
-    if AI_TEXT_KEY in text:
+    if AI_TEXT_KEY in text and text.get("Software") == SOFTWARE:
         found.append("png-text")
         details["png_text"] = {key: text[key] for key in (AI_TEXT_KEY, "model", "seed", "Software") if key in text}
 
@@ -171,13 +183,18 @@ def verify(data: bytes, *, trust_anchors: str | None = None) -> ProvenanceReport
             found.append("watermark")
             details["watermark_id"] = payload.hex()
     else:
-        details["watermark_skipped"] = f"image smaller than {watermark.MIN_SIDE} px on a side"
+        details["watermark_skipped"] = (
+            f"the image is under {watermark.MIN_SIDE} px on a side, too small to carry it "
+            "(imagine leaves images that small without one)"
+        )
 
     mime = _MIMES.get(image_format)
     reason = unavailable_reason()
     if reason is not None:
         details["c2pa_skipped"] = reason
-    elif mime is not None:
+    elif mime is None:
+        details["c2pa_skipped"] = f"C2PA is read from PNG, JPEG and WebP files, not {image_format}"
+    else:
         reading = read_c2pa(data, mime, trust_anchors=trust_anchors)
         if reading is not None:
             details["c2pa"] = {
@@ -189,38 +206,52 @@ def verify(data: bytes, *, trust_anchors: str | None = None) -> ProvenanceReport
                 "failures": reading.failures,
             }
             if reading.intact and reading.ai_generated:
-                found.append("c2pa")
-                job_id = job_id or reading.job_id
+                if reading.job_id is not None:  # only imagine's signer writes the imagine.job assertion
+                    found.append("c2pa")
+                    job_id = job_id or reading.job_id
+                else:
+                    foreign["c2pa"] = reading.generator or UNNAMED_TOOL
 
     if job_id is not None and "watermark_id" in details:
         details["watermark_matches_job"] = watermark_id(job_id).hex() == details["watermark_id"]
-    return ProvenanceReport(marked=bool(found), found=found, job_id=job_id, details=details)
+    return ProvenanceReport(marked=bool(found), found=found, job_id=job_id, details=details, foreign=foreign)
 
 
 def describe(report: ProvenanceReport) -> str:
     """Plain text for `imagine provenance verify FILE`."""
     details = report.details
-    if not report.marked:
-        lines = ["No AI-generation mark found (looked for XMP, PNG text, the invisible watermark and C2PA)."]
+    others = sorted(set(report.foreign.values()))
+    if report.marked:
+        lines = [f"Marked as AI-generated by imagine: {', '.join(report.found)}."]
+        if others:
+            lines.append(f"  also marked as AI-generated by another tool ({', '.join(others)})")
+    elif others:
+        lines = [f"Not imagine's: marked as AI-generated by another tool ({', '.join(others)}), not by imagine."]
     else:
-        lines = [f"Marked as AI-generated: {', '.join(report.found)}."]
+        looked = ["XMP", "PNG text"]
+        if "watermark_skipped" not in details:
+            looked.append("the invisible watermark")
+        if "c2pa_skipped" not in details:
+            looked.append("C2PA")
+        lines = [f"No AI-generation mark found (looked for {', '.join(looked[:-1])} and {looked[-1]})."]
     if report.job_id:
         lines.append(f"  job id: {report.job_id}")
     xmp = details.get("xmp")
-    if "xmp" in report.found and isinstance(xmp, dict):
+    if ("xmp" in report.found or "xmp" in report.foreign) and isinstance(xmp, dict):
         lines.append(
             f"  XMP: IPTC digital source type {xmp.get('digital_source_type', '').rsplit('/', 1)[-1]}, "
             f"model {xmp.get('ai_system') or '?'}, made with {xmp.get('creator_tool') or '?'}"
+            + ("" if "xmp" in report.found else " (no imagine job id: not imagine's)")
         )
     png_text = details.get("png_text")
-    if isinstance(png_text, dict):
+    if "png-text" in report.found and isinstance(png_text, dict):
         lines.append(f"  PNG text: {png_text.get(AI_TEXT_KEY)}")
     if "watermark_id" in details:
         match = details.get("watermark_matches_job")
         note = "" if match is None else (" (matches the job id)" if match else " (does NOT match the job id above)")
         lines.append(f"  invisible watermark: id {details['watermark_id']}, the job id's first 8 hex digits{note}")
     elif "watermark_skipped" in details:
-        lines.append(f"  invisible watermark: not checked, {details['watermark_skipped']}")
+        lines.append(f"  invisible watermark: not checked: {details['watermark_skipped']}")
     c2pa = details.get("c2pa")
     if isinstance(c2pa, dict):
         state = c2pa.get("state")
@@ -233,6 +264,8 @@ def describe(report: ProvenanceReport) -> str:
         lines.append(f"  C2PA: {meaning}; signer {signer!r} issued by {issuer!r}")
         if not c2pa.get("ai_generated"):
             lines.append("  C2PA: the manifest does not declare the image AI-generated")
+        if "c2pa" in report.foreign:
+            lines.append(f"  C2PA: the manifest was made by {report.foreign['c2pa']}, not imagine (no imagine job)")
         if c2pa.get("failures"):
             lines.append(f"  C2PA failures: {', '.join(c2pa['failures'])}")
     elif "c2pa_skipped" in details:

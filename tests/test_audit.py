@@ -318,6 +318,19 @@ def test_query_filters(engine: Engine, log: AuditLog) -> None:
         log.query(limit=0)
 
 
+def test_query_by_member_matches_the_subject_or_the_actor(log: AuditLog) -> None:
+    log.append("request.received", actor_id="u1", user_id="u1", guild_id="g1")
+    log.append("mod.ban", actor_id="mod7", user_id="u1", guild_id="g1")
+    log.append("mod.strike", actor_id="mod7", user_id="u2", guild_id="g1")
+    log.append("mod.ban", actor_id="mod8", user_id="mod7", guild_id="g2")
+    assert [e.id for e in log.query(user_id="mod7")] == [4]  # subject only
+    assert [e.id for e in log.query(member_id="mod7")] == [2, 3, 4]
+    assert [e.id for e in log.query(member_id="mod7", guild_id="g1")] == [2, 3]
+    assert [e.id for e in log.query(member_id="u1")] == [1, 2]
+    assert [e.id for e in log.query(member_id="mod7", limit=1)] == [4]
+    assert log.query(member_id="nobody") == []
+
+
 def test_export_jsonl_and_csv(log: AuditLog) -> None:
     fill(log, 2)
     log.append("gate.prompt", user_id="u1", category="hate", data={"note": 'quote " and, comma\nnewline'})
@@ -394,6 +407,40 @@ def test_cli_show_filters_and_formats(database_url: str, log: AuditLog) -> None:
     )
     assert found.returncode == 0, found.stderr
     assert [r["id"] for r in csv.DictReader(io.StringIO(found.stdout))] == ["3", "4"]
+
+
+def test_cli_show_user_includes_what_the_member_did(database_url: str, log: AuditLog) -> None:
+    log.append("request.received", actor_id="u1", user_id="u1", guild_id="g1")
+    log.append("mod.ban", actor_id="mod7", user_id="u1", guild_id="g1", data={"hours": 24})
+    log.append("request.received", actor_id="u2", user_id="u2", guild_id="g1")
+    result = imagine("show", "--user", "mod7", "--format", "jsonl", url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [2]
+    result = imagine("show", "--user", "u1", "--format", "jsonl", url=database_url)
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [1, 2]
+    assert "subject or the actor" in imagine("show", "--help", url=database_url).stdout
+
+
+@pytest.mark.parametrize("output", ["jsonl", "csv", "table"])
+def test_cli_show_into_a_pipe_closed_early_exits_quietly(database_url: str, log: AuditLog, output: str) -> None:
+    # `imagine audit show | head -1`: far more output than a pipe buffers (64 KiB), and the reader goes after
+    # one line, so later writes meet a closed pipe.
+    for i in range(40):
+        log.append("request.received", user_id="u1", data={"prompt": f"{i} " + "a lighthouse at dusk " * 400})
+    process = subprocess.Popen(
+        [IMAGINE, "audit", "show", "--format", output],
+        env=imagine_env({"IMAGINE_DATABASE_URL": database_url}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0, stderr
+    assert first.strip()
+    assert stderr == ""
 
 
 @pytest.mark.parametrize(

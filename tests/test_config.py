@@ -96,3 +96,83 @@ def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
         load_settings(broken, {})
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "missing.toml", {})
+
+
+def test_image_thresholds_from_a_table_in_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "imagine.toml"
+    config.write_text(
+        '[safety]\nimage_action = "block"\n'
+        '[safety.image_thresholds]\n"violence/graphic" = 0.8\nFEMALE_BREAST_EXPOSED = 0.6\nnormal = "off"\nx = 1\n'
+    )
+    settings = load_settings(config, {})
+    assert settings.safety.image_action == "block"
+    assert settings.safety.image_thresholds == {
+        "violence/graphic": 0.8,
+        "FEMALE_BREAST_EXPOSED": 0.6,
+        "normal": None,
+        "x": 1.0,
+    }
+    assert load_settings(None, {}).safety.image_thresholds == {}
+
+
+def test_image_thresholds_from_the_environment_replace_the_files(tmp_path: Path) -> None:
+    config = tmp_path / "imagine.toml"
+    config.write_text('[safety.image_thresholds]\n"violence/graphic" = 0.8\n')
+    settings = load_settings(config, {"IMAGINE_SAFETY_IMAGE_THRESHOLDS": " hate=0.9, normal=OFF ,"})
+    assert settings.safety.image_thresholds == {"hate": 0.9, "normal": None}
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "names"),
+    [
+        ('"violence/graphic" = 1.5', None, "'violence/graphic' = 1.5"),
+        ("ANUS_EXPOSED = 0", None, "'ANUS_EXPOSED' = 0"),
+        ('ANUS_EXPOSED = "high"', None, "'ANUS_EXPOSED' = 'high'"),
+        ("ANUS_EXPOSED = true", None, "'ANUS_EXPOSED' = True"),
+        (None, "hate=0.9,violence/graphic", "'violence/graphic' = ''"),
+        (None, "hate=-1", "'hate' = '-1'"),
+        (None, "=0.5", "'' = '0.5'"),
+    ],
+)
+def test_bad_image_thresholds_name_the_option_the_label_and_what_is_accepted(
+    tmp_path: Path, toml: str | None, env: str | None, names: str
+) -> None:
+    config = tmp_path / "imagine.toml"
+    config.write_text(f"[safety.image_thresholds]\n{toml}\n" if toml else "")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, {"IMAGINE_SAFETY_IMAGE_THRESHOLDS": env} if env else {})
+    message = str(caught.value)
+    assert ("IMAGINE_SAFETY_IMAGE_THRESHOLDS" if env else "[safety] image_thresholds") in message
+    assert names in message
+    assert "expected a label with a threshold above 0 and at most 1, or `off`" in message
+
+
+def test_image_thresholds_must_be_a_table(tmp_path: Path) -> None:
+    config = tmp_path / "imagine.toml"
+    config.write_text("[safety]\nimage_thresholds = 0.5\n")
+    with pytest.raises(ConfigError, match=r"\[safety\] image_thresholds = 0.5 is not valid"):
+        load_settings(config, {})
+
+
+def test_the_image_gate_gets_the_configured_thresholds(tmp_path: Path) -> None:
+    from bot.safety import build_finisher
+    from moderation.image_gate import DEFAULT_THRESHOLD, ImageGate
+
+    config = tmp_path / "imagine.toml"
+    config.write_text(
+        '[safety]\nimage_classifiers = ["moderation.image_gate:NullClassifier"]\n'
+        '[safety.image_thresholds]\n"violence/graphic" = 0.8\nANUS_EXPOSED = 0.9\n'
+    )
+    gate = build_finisher(load_settings(config, {"IMAGINE_DATA_DIR": str(tmp_path)})).gate
+    assert isinstance(gate, ImageGate)
+    assert gate.threshold("violence/graphic") == 0.8
+    assert gate.threshold("ANUS_EXPOSED") == 0.9
+    assert gate.threshold("self-harm") == DEFAULT_THRESHOLD
+
+
+def test_readme_lists_every_setting() -> None:
+    from bot.config import describe_options
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [env for _, env, _ in describe_options() if f"`{env}`" not in readme]
+    assert missing == []

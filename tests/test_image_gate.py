@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 
 from moderation.image_gate import (
+    DEFAULT_THRESHOLD,
     DEFAULT_THRESHOLDS,
     NUDENET_LABELS,
+    NUDENET_UNTHRESHOLDED,
     ImageClassifier,
     ImageGate,
     ImageGateError,
@@ -114,10 +116,52 @@ def test_the_strongest_tripped_label_decides_and_names_its_classifier(small_png:
     assert decision.scores == {"FEMALE_BREAST_EXPOSED": 0.6, "ANUS_EXPOSED": 0.8}  # max per label
 
 
-def test_labels_without_a_category_are_their_own_category(small_png: bytes) -> None:
+def test_labels_that_name_no_policy_category_trip_with_no_category(small_png: bytes) -> None:
     violence = ImageGate([FakeClassifier({"gore": 0.9})], {"gore": 0.7}, "block")
     decision = violence.check(small_png)
-    assert (decision.action, decision.category, decision.label) == ("block", "gore", "gore")
+    # No category: no place's policy can allow it, so the finisher holds or blocks it everywhere.
+    assert (decision.action, decision.category, decision.label) == ("block", None, "gore")
+
+
+@pytest.mark.parametrize("category", ["violence/graphic", "sexual", "hate", "sexual/minors"])
+def test_a_plug_in_label_named_like_a_policy_category_is_judged_under_it(small_png: bytes, category: str) -> None:
+    decision = gate(FakeClassifier({category: 0.99})).check(small_png)
+    assert not decision.allowed
+    assert (decision.category, decision.label, decision.score) == (category, category, 0.99)
+
+
+def test_labels_without_a_threshold_trip_at_the_default(small_png: bytes) -> None:
+    assert DEFAULT_THRESHOLD == 0.5
+    assert gate(FakeClassifier({"weapons": 0.49})).check(small_png).allowed
+    decision = gate(FakeClassifier({"weapons": 0.5})).check(small_png)
+    assert (decision.allowed, decision.label, decision.category) == (False, "weapons", None)
+    lenient = ImageGate([FakeClassifier({"weapons": 0.6})], {}, default_threshold=0.7)
+    assert lenient.check(small_png).allowed
+
+
+def test_a_label_turned_off_is_recorded_but_never_trips(small_png: bytes) -> None:
+    binary = FakeClassifier({"normal": 0.98, "nsfw": 0.02})
+    decision = ImageGate([binary], {"normal": None}).check(small_png)
+    assert decision.allowed
+    assert decision.scores == {"normal": 0.98, "nsfw": 0.02}
+    assert decision.label == "nsfw"  # the nearest label that can trip
+
+
+def test_a_threshold_makes_a_harmless_nudenet_label_count(small_png: bytes) -> None:
+    assert "FACE_FEMALE" in NUDENET_UNTHRESHOLDED
+    decision = ImageGate([FakeClassifier({"FACE_FEMALE": 0.8})], {"FACE_FEMALE": 0.7}).check(small_png)
+    assert (decision.allowed, decision.label, decision.category) == (False, "FACE_FEMALE", None)
+
+
+def test_configured_thresholds_override_the_defaults_label_by_label() -> None:
+    configured = ImageGate.from_specs(
+        ["moderation.image_gate:NullClassifier"], thresholds={"ANUS_EXPOSED": 0.9, "violence/graphic": 0.8}
+    )
+    assert configured.threshold("ANUS_EXPOSED") == 0.9
+    assert configured.threshold("FEMALE_BREAST_EXPOSED") == DEFAULT_THRESHOLDS["FEMALE_BREAST_EXPOSED"]
+    assert configured.threshold("violence/graphic") == 0.8
+    assert configured.threshold("FEET_EXPOSED") is None
+    assert configured.threshold("anything else") == DEFAULT_THRESHOLD
 
 
 def test_a_failing_classifier_sends_the_image_to_review(small_png: bytes) -> None:
@@ -150,6 +194,8 @@ def test_bad_configuration_is_refused() -> None:
         ImageGate([], DEFAULT_THRESHOLDS, "allow")
     with pytest.raises(ImageGateError, match=r"\(0, 1\]"):
         ImageGate([], {"ANUS_EXPOSED": 1.5})
+    with pytest.raises(ImageGateError, match=r"\(default\) must be in \(0, 1\]"):
+        ImageGate([], {}, default_threshold=0.0)
 
 
 def test_classifiers_load_from_module_class_specs(small_png: bytes) -> None:
