@@ -35,12 +35,18 @@ class NullAudit:
 class ReviewDesk(Protocol):
     """Where flagged work goes for moderators (for Discord: the review channel)."""
 
-    async def held(self, job: JobRecord) -> None:
-        """Images of `job` were held by the image gate."""
+    @property
+    def can_deliver(self) -> bool:
+        """Whether there is anywhere to send work (for Discord: a review channel is configured). Without it
+        nothing is held for review and no appeal is taken."""
         ...
 
-    async def appealed(self, job: JobRecord, appeal_id: int) -> None:
-        """The member appealed a refused or held `job`."""
+    async def held(self, job: JobRecord) -> bool:
+        """Images of `job` were held by the image gate. Returns whether the moderators were reached."""
+        ...
+
+    async def appealed(self, job: JobRecord, appeal_id: int) -> bool:
+        """The member appealed a refused or held `job`. Returns whether the moderators were reached."""
         ...
 
 

@@ -19,25 +19,29 @@ from typing import Any, Protocol
 
 from bot.config import Settings
 from bot.db.models import JobStatus
-from bot.db.store import Ban, JobRecord, JobStore, NewJob, OverQuota, StoredImage, utcnow
+from bot.db.store import Ban, JobRecord, JobStore, NewJob, OverQuota, Settled, StoredImage, utcnow
 from bot.finishing import Finisher
 from bot.moderation_desk import AuditSink, NullAudit, ReviewDesk, quota_refusal
 from bot.requests import UPSCALE_STRENGTH, VARIATION_STRENGTH, ImagineRequest, build_spec, resolve
 from engine.errors import InvalidRequest
 from engine.jobs import Event, EventKind, GenerationSpec, Job, new_job_id
 from engine.queue.base import JobQueue, QueuePosition
+from moderation.policy import ALWAYS_BLOCKED, CATEGORY_LABELS, Policy
 from moderation.prompt_gate import PromptGate
 
 log = logging.getLogger(__name__)
 
 _IDLE_POLL_SECONDS = 1.0
+_CHECK_FAILED = (
+    "The prompt could not be checked right now, so it was not queued. This is not your doing: try again later."
+)
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a request was not queued. `kind` is invalid, blocked, busy, banned or error. `reason` is for the
-    user; `detail` (the gate's layer and score) is for the record only. `appealable_job` names the recorded
-    job a member may appeal (a blocked prompt)."""
+    """Why a request was not queued. `kind` is invalid, blocked, busy, banned or error (a check could not run).
+    `reason` is for the user; `detail` (the gate's layer and score, or the error) is for the record only.
+    `appealable_job` names the recorded job a member may appeal (a blocked prompt, where appeals reach someone)."""
 
     kind: str
     reason: str
@@ -52,6 +56,14 @@ def _ban_text(ban: Ban) -> str:
 
 def _join(*parts: str) -> str:
     return ", ".join(part.strip() for part in parts if part.strip())
+
+
+def _unoverridable(job: JobRecord) -> str | None:
+    """The category `job` was refused or flagged for, if it is one that no decision may lift."""
+    categories = [job.options.get("gate_category"), *(i.gate_category for i in job.images if not i.postable)]
+    if job.outcome and job.outcome.startswith("blocked: "):  # refused before the category was kept in options
+        categories.append(job.outcome.removeprefix("blocked: ").split(" ", 1)[0])
+    return next((category for category in categories if category in ALWAYS_BLOCKED), None)
 
 
 class _Refused(Exception):
@@ -199,6 +211,7 @@ class Orchestrator:
         except InvalidRequest as error:
             refusal = Refusal("invalid", error.message)
         new = self._new_job(job_id, request)
+        category: str | None = None
         try:
             if refusal is not None:
                 raise _Refused(refusal)
@@ -208,38 +221,50 @@ class Orchestrator:
             decision = self.gate.check(spec.prompt, spec.negative_prompt, policy=policy)
             gate_data = {"decision": "allowed" if decision.allowed else "refused", "layer": decision.layer}
             gate_data["score"] = round(decision.score, 4)
-            if not decision.allowed:
-                gate_note = f"{decision.category} ({decision.layer}, score {decision.score:.2f})"
-                refusal = Refusal(
-                    "blocked",
-                    f"This prompt was stopped by the rule against {decision.label}. If you think that is a "
-                    "mistake, ask a moderator of this server to look at it.",
-                    detail=gate_note,
-                )
-            elif policy.blocks("sexual") and self.settings.safety.negative_prompt.strip():
-                # Steer away from what the policy refuses; kept apart so the user's own words stay on record.
-                new = replace(new, options={**new.options, "safety_negative": self.settings.safety.negative_prompt})
-                spec = replace(spec, negative_prompt=_join(spec.negative_prompt, self.settings.safety.negative_prompt))
+            if decision.layer == "error":
+                # The gate failed closed; it was no rule of ours, so there is nothing to appeal.
+                gate_data["error"] = decision.detail[:500]
+                refusal = Refusal("error", _CHECK_FAILED, detail=decision.detail[:500])
+            elif not decision.allowed:
+                category = decision.category
+                if category in ALWAYS_BLOCKED:
+                    why = (
+                        f"This prompt was stopped by the rule against {decision.label}. That rule holds everywhere, "
+                        "with no exceptions, so it cannot be appealed."
+                    )
+                else:
+                    why = (
+                        f"This prompt was stopped by the rule against {decision.label}. If you think that is a "
+                        "mistake, ask a moderator of this server to look at it."
+                    )
+                refusal = Refusal("blocked", why, detail=f"{category} ({decision.layer}, score {decision.score:.2f})")
+                new = replace(new, options={**new.options, "gate_category": category})
+            elif (safety := self._safety_negative(policy)) is not None:
+                new = replace(new, options={**new.options, "safety_negative": safety})
+                spec = replace(spec, negative_prompt=_join(spec.negative_prompt, safety))
         except _Refused as refused:
             refusal = refused.refusal
         except InvalidRequest as error:
             refusal = Refusal("invalid", error.message)
-        except Exception:
+        except Exception as error:
             # Fail closed: a checker that breaks refuses the request rather than letting it through.
             log.exception("prompt check failed for job %s", job_id)
-            refusal = Refusal("error", "The prompt could not be checked right now, so it was not queued. Try again.")
+            failure = f"{type(error).__name__}: {error}"[:500]
+            gate_data = {"decision": "refused", "layer": "error", "error": failure}
+            refusal = Refusal("error", _CHECK_FAILED, detail=failure)
         if refusal is not None:
             await asyncio.to_thread(self.store.reject, new, f"{refusal.kind}: {refusal.detail or refusal.reason}")
-            if refusal.kind == "blocked":
-                refusal = replace(refusal, appealable_job=job_id)
+            if refusal.kind in ("blocked", "error"):
                 await self.record_event(
                     "gate.prompt",
                     user_id=request.user_id,
                     guild_id=request.guild_id,
                     job_id=job_id,
-                    category=(refusal.detail or "").split(" ")[0] or None,
+                    category=category,
                     data={**gate_data, "decision": "refused", "detail": refusal.detail},
                 )
+            if refusal.kind == "blocked" and category not in ALWAYS_BLOCKED and self._reviewable():
+                refusal = replace(refusal, appealable_job=job_id)
             await reporter.refused(refusal)
             return refusal
         await self.record_event(
@@ -291,6 +316,22 @@ class Orchestrator:
         except Exception:
             log.exception("could not append %s to the audit log", event)
 
+    def _safety_negative(self, policy: Policy) -> str | None:
+        """Where `policy` refuses sexual content, the negative prompt that steers away from it. It goes in the
+        job's options, apart from the member's own negative prompt, so that their words stay on record; `spec_of`
+        joins the two."""
+        safety = self.settings.safety.negative_prompt
+        return safety if policy.blocks("sexual") and safety.strip() else None
+
+    def _policy_of(self, record: JobRecord) -> Policy:
+        return self.settings.policies.for_channel(
+            record.guild_id, nsfw_channel=bool(record.options.get("nsfw_channel"))
+        )
+
+    def _reviewable(self) -> bool:
+        """Whether flagged work and appeals reach anyone."""
+        return self.review_desk is not None and self.review_desk.can_deliver
+
     @staticmethod
     def _job(job_id: str, model: str, spec: GenerationSpec, frontend: str, user_id: str, weight: int) -> Job:
         return Job(id=job_id, model=model, spec=spec, owner=f"{frontend}:{user_id}", weight=weight)
@@ -328,10 +369,11 @@ class Orchestrator:
             raise InvalidRequest("channel", f"Images are not made in this channel. Use {where}.")
 
     async def _source_image(self, parent_id: str, index: int | None) -> bytes:
-        """The stored file of image `index` of job `parent_id`, if it was posted (never a withheld one)."""
+        """The stored file of image `index` of job `parent_id`, if it was posted (never a withheld one, nor one of
+        a result a moderator declined)."""
         parent = await asyncio.to_thread(self.store.get, parent_id)
         image = next((i for i in parent.images if i.index == (index or 0)), None) if parent else None
-        if image is None or not image.postable:
+        if parent is None or parent.status is JobStatus.DECLINED or image is None or not image.postable:
             raise InvalidRequest("image", "That image is no longer available, so it cannot be varied or upscaled.")
         try:
             return await asyncio.to_thread(Path(image.path).read_bytes)
@@ -529,7 +571,11 @@ class Orchestrator:
                     await self._end(record, event, reporter)
                     return
                 if event.kind is EventKind.STARTED:
-                    await asyncio.to_thread(self.store.transition, job_id, JobStatus.RUNNING, detail=event.worker)
+                    if await asyncio.to_thread(self.store.transition, job_id, JobStatus.RUNNING, detail=event.worker):
+                        await self.record_event(
+                            "job.started", user_id=record.user_id, guild_id=record.guild_id, job_id=job_id,
+                            data={"worker": event.worker},
+                        )  # fmt: skip
                     await reporter.progress(record, 0, record.options.get("steps") or 0, None)
                 elif event.kind is EventKind.PROGRESS and (
                     now - last_progress >= interval or event.step >= event.total_steps
@@ -566,9 +612,7 @@ class Orchestrator:
     async def _end(self, record: JobRecord, event: Event, reporter: Reporter) -> None:
         job_id = record.id
         if event.kind is EventKind.DONE:
-            policy = self.settings.policies.for_channel(
-                record.guild_id, nsfw_channel=bool(record.options.get("nsfw_channel"))
-            )
+            policy = self._policy_of(record)
             stored = await asyncio.to_thread(
                 self.finisher.finish, job_id, record.model, event.images, blocks=policy.blocks
             )
@@ -622,14 +666,18 @@ class Orchestrator:
         postable = [image for image in record.images if image.postable]
         held = [image for image in record.images if image.gate_action == "review"]
         blocked = [image for image in record.images if image.gate_action == "block"]
+        if held and not self._reviewable():
+            # With nobody to review them, held images would wait for ever: they are withheld like blocked ones.
+            held, blocked = [], held + blocked
         if not postable:
             status = JobStatus.HELD if held else JobStatus.WITHHELD
             flagged = held or blocked
             category = flagged[0].gate_category if flagged else None
             if await asyncio.to_thread(self.store.transition, job_id, status, detail=f"image gate: {category}"):
                 await reporter.withheld(record, held=len(held), blocked=len(blocked), category=category)
-                if held and self.review_desk is not None:
-                    await self.review_desk.held(await self._get(job_id))
+                desk = self.review_desk
+                if held and desk is not None and not await desk.held(await self._get(job_id)):
+                    log.error("job %s is held but did not reach the moderators; the member can appeal it", job_id)
             await asyncio.to_thread(self.queue.forget, job_id)
             return
         if record.status is JobStatus.POSTING:
@@ -647,9 +695,12 @@ class Orchestrator:
             except DeliveryError as error:
                 if error.permanent or attempt == self.delivery_retries:
                     log.error("job %s: could not deliver: %s", job_id, error)
-                    await asyncio.to_thread(
-                        self.store.transition, job_id, JobStatus.FAILED, detail=f"delivery failed: {error}"
-                    )
+                    reason = f"delivery failed: {error}"
+                    if await asyncio.to_thread(self.store.transition, job_id, JobStatus.FAILED, detail=reason):
+                        await self.record_event(
+                            "job.failed", user_id=record.user_id, guild_id=record.guild_id, job_id=job_id,
+                            data={"reason": reason, "stage": "delivery", "attempts": attempt + 1},
+                        )  # fmt: skip
                     await asyncio.to_thread(self.queue.forget, job_id)
                     return
                 await asyncio.sleep(min(2.0**attempt, 30.0))
@@ -674,8 +725,9 @@ class Orchestrator:
     async def strike(
         self, frontend: str, user_id: str, *, actor_id: str, reason: str, guild_id: str | None, job_id: str | None
     ) -> Ban | None:
-        """Give a strike; at `strikes_to_ban` strikes within the window (counted since their last ban) the
-        member is banned for `ban_hours`, or for good if they were banned before. Returns the ban, if any."""
+        """Give a strike; at `strikes_to_ban` strikes in this server within the window (counted since their last
+        ban here) the member is banned here for `ban_hours`, or for good if they were banned here before. Returns
+        the ban, if any."""
         rules = self.settings.moderation
         await asyncio.to_thread(
             self.store.add_strike, frontend, user_id, actor_id=actor_id, reason=reason, guild_id=guild_id, job_id=job_id
@@ -683,10 +735,10 @@ class Orchestrator:
         await self.record_event(
             "mod.strike", actor_id=actor_id, user_id=user_id, guild_id=guild_id, job_id=job_id, data={"reason": reason}
         )
-        earlier = await asyncio.to_thread(self.store.bans, frontend, user_id)
+        earlier = await asyncio.to_thread(self.store.bans, frontend, user_id, guild_id=guild_id)
         # Strikes that already led to a ban do not count towards the next one.
         since = max([utcnow() - timedelta(days=rules.strike_window_days), *(ban.at for ban in earlier)])
-        strikes = await asyncio.to_thread(self.store.strikes_since, frontend, user_id, since)
+        strikes = await asyncio.to_thread(self.store.strikes_since, frontend, user_id, since, guild_id=guild_id)
         if len(strikes) < rules.strikes_to_ban:
             return None
         until = None if earlier else utcnow() + timedelta(hours=rules.ban_hours)
@@ -724,12 +776,24 @@ class Orchestrator:
 
     async def appeal(self, job: JobRecord, user_id: str) -> str:
         """The member appeals their refused or held `job`. Returns "opened", "duplicate", "limit", "closed"
-        (appeals are off) or "not yours"."""
+        (appeals are off), "unavailable" (no review desk to send it to), "undelivered" (the desk could not be
+        reached just now), "decided" (a moderator already rejected it), "final" (blocked with no override) or
+        "not yours". Only an appeal that reached the moderators is kept and counts towards the daily limit."""
         if user_id != job.user_id:
             return "not yours"
         per_day = self.settings.moderation.appeals_per_day
         if per_day <= 0:
             return "closed"
+        if job.status is JobStatus.DECLINED:
+            return "decided"
+        if _unoverridable(job) is not None:
+            return "final"
+        desk = self.review_desk
+        if desk is None or not desk.can_deliver:
+            await self.member_action(
+                user_id, "appeal", allowed=False, job=job, guild_id=job.guild_id, detail="no review channel"
+            )
+            return "unavailable"
         opened = await asyncio.to_thread(
             self.store.open_appeal, job.frontend, user_id, job.id, job.guild_id, per_day=per_day
         )
@@ -738,34 +802,95 @@ class Orchestrator:
         await self.record_event(
             "appeal.opened", actor_id=user_id, user_id=user_id, guild_id=job.guild_id, job_id=job.id
         )
-        if self.review_desk is not None:
-            await self.review_desk.appealed(job, opened.id)
+        if not await desk.appealed(job, opened.id):
+            await asyncio.to_thread(self.store.withdraw_appeal, opened.id)
+            await self.record_event(
+                "appeal.withdrawn", actor_id=user_id, user_id=user_id, guild_id=job.guild_id, job_id=job.id,
+                data={"reason": "the review desk could not be reached"},
+            )  # fmt: skip
+            return "undelivered"
         return "opened"
 
     async def decide(self, job: JobRecord, decision: str, *, actor_id: str, reporter: Reporter | None) -> str:
-        """A moderator's decision on a flagged or appealed job: approve (post it to the member; a refused
-        prompt is queued), reject, strike (reject with a strike) or ban (reject and ban for `ban_hours`).
-        Returns what happened, for the moderator."""
-        appeal = await asyncio.to_thread(
-            self.store.decide_appeal, job.id, "approved" if decision == "approve" else "rejected", actor_id=actor_id
+        """A moderator's decision on a flagged, appealed or reported job: approve (held images are posted, a
+        refused prompt is queued), reject, strike (reject with a strike) or ban (reject and ban for `ban_hours`).
+        Decisions are final: a job is decided once (later ones are "already handled"), and what no decision may
+        lift cannot be approved. Returns what happened, for the moderator; every decision is recorded, refused
+        ones as refused."""
+        job = await self._get(job.id)  # as it is now, not as the review post showed it
+        approve = decision == "approve"
+        why_not = self._cannot_approve(job) if approve else None
+        if why_not is not None:
+            result = f"cannot be approved: {why_not}"
+            await self.member_action(
+                actor_id, "mod.approve", allowed=False, job=job, guild_id=job.guild_id, detail=result
+            )
+            return result
+        options: dict[str, str] = {}
+        if approve and job.status is JobStatus.REJECTED:
+            # Queued after all, it carries the safety negative prompt as an allowed request would.
+            safety = self._safety_negative(self._policy_of(job))
+            options = {"safety_negative": safety} if safety is not None else {}
+        settled = await asyncio.to_thread(
+            self.store.settle, job.id, approve=approve, actor_id=actor_id, options=options
         )
+        if settled is None:
+            await self.member_action(
+                actor_id, f"mod.{decision}", allowed=False, job=job, guild_id=job.guild_id, detail="already handled"
+            )
+            return "already handled"
         await self.record_event(
             f"mod.{decision}",
             actor_id=actor_id,
             user_id=job.user_id,
             guild_id=job.guild_id,
             job_id=job.id,
-            data={"appeal": appeal.id if appeal else None, "status": job.status.value},
+            data={
+                "appeal": settled.appeal.id if settled.appeal else None,
+                "status": settled.before.value,
+                "now": settled.after.value,
+            },
         )
-        if appeal is not None:
-            outcome = "approved" if decision == "approve" else "rejected"
+        if settled.appeal is not None:
             await self.record_event(
-                "appeal.decided", actor_id=actor_id, user_id=job.user_id, job_id=job.id, data={"outcome": outcome}
-            )
+                "appeal.decided", actor_id=actor_id, user_id=job.user_id, guild_id=job.guild_id, job_id=job.id,
+                data={"outcome": settled.appeal.status},
+            )  # fmt: skip
+        if approve:
+            result = await self._approved(job, settled, actor_id, reporter)
+        else:
+            result = await self._rejected(job, decision, actor_id, reporter)
+        await asyncio.to_thread(
+            self.store.record_action, actor_id, f"mod.{decision}", allowed=True, job_id=job.id,
+            guild_id=job.guild_id, detail=result,
+        )  # fmt: skip
+        return result
+
+    @staticmethod
+    def _cannot_approve(job: JobRecord) -> str | None:
+        category = _unoverridable(job)
+        if category is not None:
+            return f"{CATEGORY_LABELS.get(category, category)} is blocked everywhere, with no override"
+        if job.status is JobStatus.WITHHELD and not any(image.gate_action == "review" for image in job.images):
+            return "the image check blocked every image, and blocked images are never posted"
+        return None
+
+    async def _approved(self, job: JobRecord, settled: Settled, actor_id: str, reporter: Reporter | None) -> str:
+        if settled.after is JobStatus.QUEUED:
+            await self.record_event(
+                "job.queued", actor_id=actor_id, user_id=job.user_id, guild_id=job.guild_id, job_id=job.id,
+                data={"after": "appeal approved", "model": job.model},
+            )  # fmt: skip
+        elif settled.after is not JobStatus.COMPLETED:
+            return "approved: the result stays up"  # a reported result
+        if reporter is not None:
+            await reporter.reviewed(job, approved=True)
+            self.follow_in_background(job.id, reporter)
+        return "approved"
+
+    async def _rejected(self, job: JobRecord, decision: str, actor_id: str, reporter: Reporter | None) -> str:
         result = "rejected"
-        if decision == "approve":
-            result = await self._approve(job, actor_id, reporter)
-        elif decision == "strike":
+        if decision == "strike":
             ban = await self.strike(
                 job.frontend, job.user_id, actor_id=actor_id, reason="rejected by a moderator",
                 guild_id=job.guild_id, job_id=job.id,
@@ -778,37 +903,23 @@ class Orchestrator:
                 until=until,
             )  # fmt: skip
             result = "rejected and banned"
-        if decision != "approve" and reporter is not None:
+        if reporter is not None:
             await reporter.reviewed(job, approved=False)
         return result
 
-    async def _approve(self, job: JobRecord, actor_id: str, reporter: Reporter | None) -> str:
-        if job.status is JobStatus.REJECTED:
-            if not await asyncio.to_thread(self.store.requeue, job.id, actor_id=actor_id):
-                return "already handled"
-            await self.record_event(
-                "job.queued", actor_id=actor_id, user_id=job.user_id, guild_id=job.guild_id, job_id=job.id,
-                data={"after": "appeal approved", "model": job.model},
-            )  # fmt: skip
-        elif not await asyncio.to_thread(self.store.release_held, job.id, actor_id=actor_id):
-            return "already handled"
-        if reporter is not None:
-            await reporter.reviewed(job, approved=True)
-            self.follow_in_background(job.id, reporter)
-        return "approved"
-
-    def history(self, user_id: str) -> list[str]:
-        """A member's recent record for moderators: jobs (with refusals), strikes and bans. Blocking."""
+    def history(self, user_id: str, guild_id: str | None) -> list[str]:
+        """A member's recent record in this server, for its moderators: jobs (with refusals), strikes and bans
+        (this server's, and any for everywhere). Blocking."""
         lines = []
-        for job in self.store.recent_jobs(user_id, limit=10):
+        for job in self.store.recent_jobs(user_id, guild_id=guild_id, limit=10):
             outcome = f" ({job.outcome})" if job.outcome else ""
             lines.append(
                 f"<t:{int(job.created_at.timestamp())}:d> `{job.id[:8]}` {job.status.value}{outcome}: {job.prompt[:60]}"
             )
         since = utcnow() - timedelta(days=self.settings.moderation.strike_window_days)
-        for at, reason, actor in self.store.strikes_since("discord", user_id, since):
+        for at, reason, actor in self.store.strikes_since("discord", user_id, since, guild_id=guild_id):
             lines.append(f"<t:{int(at.timestamp())}:d> strike by <@{actor}>: {reason}")
-        for ban in self.store.bans("discord", user_id):
+        for ban in self.store.bans("discord", user_id, guild_id=guild_id):
             until = "for good" if ban.until is None else f"until <t:{int(ban.until.timestamp())}:f>"
             lines.append(f"<t:{int(ban.at.timestamp())}:d> ban {until} by <@{ban.actor_id}>: {ban.reason}")
         return lines

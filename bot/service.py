@@ -50,6 +50,18 @@ def settings_fingerprint(settings: Settings) -> dict[str, object]:
     }
 
 
+def review_channel_warning(settings: Settings) -> str | None:
+    """What to warn about at start-up when images would be held for a review that nobody can give."""
+    safety = settings.safety
+    if not safety.image_gate or safety.image_action != "review" or settings.discord.review_channel_id is not None:
+        return None
+    return (
+        "[safety] image_action is review, but [discord] review_channel_id is not set: flagged images will be "
+        "withheld instead of held for moderators, and members cannot appeal. Set review_channel_id to a channel "
+        "only moderators can see."
+    )
+
+
 def supervised_worker_id() -> str:
     return f"{socket.gethostname()}-local"
 
@@ -75,6 +87,9 @@ async def serve(settings: Settings, *, with_engine: bool) -> None:
         audit=audit,
     )
     await asyncio.to_thread(audit.append, "config.loaded", data=settings_fingerprint(settings))
+    warning = review_channel_warning(settings)
+    if warning is not None:
+        log.warning("%s", warning)
     point_at(settings.discord.api_url, settings.discord.gateway_url)
     supervisor = None
     if with_engine:

@@ -62,6 +62,15 @@ async def test_appeals_decisions_and_mod_commands(deployment: Deployment) -> Non
     post = appeals()[1]
     await fake.press_button(post, f"imagine:mod:strike:{second_job}", moderator=True, user_id=MODERATOR)
     await deployment.wait_for(lambda: "kept it back" in content_of(second))
+    # The decision is final: pressing again (a stale post, another moderator) strikes nobody twice.
+    await fake.press_button(post, f"imagine:mod:strike:{second_job}", moderator=True, user_id=MODERATOR + 1)
+    await deployment.wait_for(lambda: "Decision:** already handled" in (post.content or ""))
+
+    # Sexual content involving minors is refused with no Appeal button: no moderator may override it.
+    final = await fake.send_slash_command("imagine", {"prompt": "a nude child"})
+    await deployment.wait_for(lambda: "cannot be appealed" in content_of(final))
+    assert final.original is not None
+    assert fake.buttons(final.original) == []
 
     # /mod strikes adds the second strike: that makes a ban, enforced before anything is queued.
     member = UserOption(DEFAULT_USER_ID)
@@ -124,4 +133,6 @@ async def test_appeals_decisions_and_mod_commands(deployment: Deployment) -> Non
     ):
         assert expected in events, expected
     refusals = [a for a in store.actions() if not a.allowed]
-    assert {a.action for a in refusals} == {"mod.approve", "mod.unban"}
+    assert {a.action for a in refusals} == {"mod.approve", "mod.unban", "mod.strike"}
+    assert [a.detail for a in refusals if a.action == "mod.strike"] == ["already handled"]
+    assert "refused.mod.strike" in events

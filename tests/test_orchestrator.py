@@ -15,6 +15,7 @@ from orchestration import (
     request,
     wait_status,
 )
+from test_moderation_flow import RecordingDesk
 
 from bot.db.models import JobStatus
 from bot.finishing import Finisher
@@ -165,6 +166,7 @@ def finish_with(queue: LocalQueue, job_id: str, *pngs: bytes) -> None:
 
 async def test_the_image_gate_holds_blocks_and_lets_through(setup: Setup, tmp_path: Path) -> None:
     setup.orchestrator.finisher = Finisher(ImageStore(tmp_path / "gated"), gate=FakeGate(), blur=lambda png: b"blur")
+    setup.orchestrator.review_desk = RecordingDesk()
     reporter = RecordingReporter()
 
     mixed = await accept(setup, reporter)

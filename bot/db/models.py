@@ -1,4 +1,5 @@
-"""Tables. Changing one needs a migration in `migrations/versions`."""
+"""Tables. Changing one needs a migration in `migrations/versions`. (`jobs.status` is a plain string column,
+so a new `JobStatus` value needs none.)"""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class JobStatus(StrEnum):
     POSTING = "posting"  # a post was attempted; on restart check before posting again
     POSTED = "posted"
     HELD = "held"  # every image was held back for a moderator's review
-    WITHHELD = "withheld"  # every image was blocked by the image gate
+    WITHHELD = "withheld"  # every image was blocked by the image gate (or held with no moderators to review it)
+    DECLINED = "declined"  # a moderator rejected it: held images are never posted, a posted result is taken down
     FAILED = "failed"
     CANCELLED = "cancelled"
 
@@ -33,6 +35,7 @@ FINAL_STATUSES = (
     JobStatus.POSTED,
     JobStatus.HELD,
     JobStatus.WITHHELD,
+    JobStatus.DECLINED,
     JobStatus.FAILED,
     JobStatus.CANCELLED,
 )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import ColumnElement, Engine, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,6 +29,9 @@ from bot.db.models import (
 )
 from moderation.quota import Admission, QuotaPolicy, Tier, admit, tokens_now
 from moderation.quota import Usage as QuotaUsage
+
+# The member actions a moderator's decision is recorded as (by the orchestrator, once the decision is taken).
+MODERATOR_DECISIONS = ("mod.approve", "mod.reject", "mod.strike", "mod.ban")
 
 
 def utcnow() -> datetime:
@@ -196,6 +200,24 @@ class Appeal:
     decided_by: str | None
 
 
+class _NothingToDecide(Exception):
+    """The job is not (or no longer) one a moderator can decide about."""
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What a moderator's decision changed: the job's status before and after, and the appeal it closed."""
+
+    before: JobStatus
+    after: JobStatus
+    appeal: Appeal | None
+
+
+def _here(column: Any, guild_id: str | None) -> ColumnElement[bool]:
+    """Rows of this server only (of direct messages when `guild_id` is None)."""
+    return column.is_(None) if guild_id is None else column == guild_id  # type: ignore[no-any-return]
+
+
 def _ban(row: BanRow) -> Ban:
     return Ban(row.id, row.user_id, row.guild_id, row.actor_id, row.reason, _aware(row.at) or row.at, _aware(row.until))
 
@@ -356,12 +378,19 @@ class JobStore:
                 )
             )
 
-    def strikes_since(self, frontend: str, user_id: str, since: datetime) -> list[tuple[datetime, str, str]]:
-        """(when, reason, by whom) of the member's strikes since `since`, oldest first."""
+    def strikes_since(
+        self, frontend: str, user_id: str, since: datetime, *, guild_id: str | None
+    ) -> list[tuple[datetime, str, str]]:
+        """(when, reason, by whom) of the member's strikes in this server since `since`, oldest first."""
         with self._sessions() as session:
             rows = session.scalars(
                 select(StrikeRow)
-                .where(StrikeRow.frontend == frontend, StrikeRow.user_id == user_id, StrikeRow.at >= since)
+                .where(
+                    StrikeRow.frontend == frontend,
+                    StrikeRow.user_id == user_id,
+                    StrikeRow.at >= since,
+                    _here(StrikeRow.guild_id, guild_id),
+                )
                 .order_by(StrikeRow.id)
             )
             return [(_aware(r.at), r.reason, r.actor_id) for r in rows]  # type: ignore[misc]
@@ -390,11 +419,16 @@ class JobStore:
             session.flush()
             return _ban(row)
 
-    def bans(self, frontend: str, user_id: str) -> list[Ban]:
-        """Every ban the member has had, oldest first (lifted ones included)."""
+    def bans(self, frontend: str, user_id: str, *, guild_id: str | None) -> list[Ban]:
+        """Every ban the member has had here (this server's, and any for everywhere), oldest first (lifted ones
+        included)."""
         with self._sessions() as session:
-            query = select(BanRow).where(BanRow.frontend == frontend, BanRow.user_id == user_id).order_by(BanRow.id)
-            return [_ban(row) for row in session.scalars(query)]
+            query = select(BanRow).where(
+                BanRow.frontend == frontend,
+                BanRow.user_id == user_id,
+                BanRow.guild_id.is_(None) | _here(BanRow.guild_id, guild_id),
+            )
+            return [_ban(row) for row in session.scalars(query.order_by(BanRow.id))]
 
     def active_ban(self, frontend: str, user_id: str, guild_id: str | None, now: datetime | None = None) -> Ban | None:
         """The ban in force for the member here (a server's, or one for everywhere), the longest first."""
@@ -449,49 +483,101 @@ class JobStore:
             session.flush()
             return _appeal(row)
 
-    def decide_appeal(self, job_id: str, status: str, *, actor_id: str) -> Appeal | None:
-        """Close the open appeal about `job_id` as approved or rejected; None if there is no open one."""
+    def withdraw_appeal(self, appeal_id: int) -> None:
+        """Take back an open appeal that never reached the moderators, so it does not count."""
         with self._sessions.begin() as session:
-            row = session.execute(
-                select(AppealRow).where(AppealRow.job_id == job_id, AppealRow.status == "open").with_for_update()
-            ).scalar_one_or_none()
-            if row is None:
-                return None
-            row.status, row.decided_by, row.decided_at = status, actor_id, utcnow()
-            return _appeal(row)
+            row = session.get(AppealRow, appeal_id, with_for_update=True)
+            if row is not None and row.status == "open":
+                session.delete(row)
 
     def appeal_for(self, job_id: str) -> Appeal | None:
         with self._sessions() as session:
             row = session.scalar(select(AppealRow).where(AppealRow.job_id == job_id))
             return _appeal(row) if row else None
 
-    def requeue(self, job_id: str, *, actor_id: str) -> bool:
-        """A moderator approved a refused prompt on appeal: the job is queued after all."""
-        with self._sessions.begin() as session:
-            row = session.get(JobRow, job_id, with_for_update=True)
-            if row is None or row.status != JobStatus.REJECTED:
-                return False
-            now = utcnow()
-            row.status, row.updated_at, row.outcome = JobStatus.QUEUED, now, None
-            session.add(TransitionRow(job_id=job_id, status=JobStatus.QUEUED, detail=f"approved by {actor_id}", at=now))
-            return True
+    def settle(
+        self, job_id: str, *, approve: bool, actor_id: str, options: Mapping[str, Any] | None = None
+    ) -> Settled | None:
+        """A moderator's decision on `job_id`, taken once:
+        - a held job: approved, its held images become postable (completed, to be posted); else declined;
+        - a refused prompt or a withheld job, while an appeal about it is open: the appeal closes; an approved
+          prompt is queued (with `options` added to its own); held images of a withheld job are released if
+          approved, declined if not;
+        - a posted result (reported), unless a moderator decided about the job before: rejected, declined (to be
+          taken down); approved, nothing changes.
+        Any open appeal about the job closes with the decision. Returns None, changing nothing, when there is
+        nothing (left) to decide."""
+        try:
+            return self._settle(job_id, approve=approve, actor_id=actor_id, options=options or {})
+        except _NothingToDecide:
+            return None
 
-    def release_held(self, job_id: str, *, actor_id: str) -> bool:
-        """A moderator approved a held job: its held images become postable and the job is posted again.
-        Returns False if the job is not held."""
+    def _settle(self, job_id: str, *, approve: bool, actor_id: str, options: Mapping[str, Any]) -> Settled:
+        verdict = "approved" if approve else "rejected"
+        detail = f"{verdict} by {actor_id}"
+        now = utcnow()
         with self._sessions.begin() as session:
-            row = session.get(JobRow, job_id, with_for_update=True)
-            if row is None or row.status not in (JobStatus.HELD, JobStatus.WITHHELD):
-                return False
-            for image in row.images:
-                if image.gate_action == "review":
-                    image.gate_action = "allow"
-            now = utcnow()
-            row.status, row.updated_at = JobStatus.COMPLETED, now
-            session.add(
-                TransitionRow(job_id=job_id, status=JobStatus.COMPLETED, detail=f"approved by {actor_id}", at=now)
+            # Writing first takes SQLite's write lock before anything is read; each claim is a conditional
+            # update besides, so that of two moderators deciding at once only one wins.
+            closed = session.execute(
+                update(AppealRow)
+                .where(AppealRow.job_id == job_id, AppealRow.status == "open")
+                .values(status=verdict, decided_by=actor_id, decided_at=now)
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise _NothingToDecide
+            before = JobStatus(row.status)
+            decidable = (
+                before is JobStatus.HELD
+                or (before is JobStatus.POSTED and not self._decided(session, job_id))
+                or (before in (JobStatus.REJECTED, JobStatus.WITHHELD) and closed)
             )
-            return True
+            if not decidable:
+                raise _NothingToDecide  # and the transaction rolls back
+            releasable = any(image.gate_action == "review" for image in row.images)
+            after: JobStatus = before
+            if before is JobStatus.HELD or (before is JobStatus.WITHHELD and releasable):
+                after = JobStatus.COMPLETED if approve else JobStatus.DECLINED
+            elif before is JobStatus.REJECTED and approve:
+                after = JobStatus.QUEUED
+            elif before is JobStatus.POSTED and not approve:
+                after = JobStatus.DECLINED
+            if after is not before:
+                values: dict[str, Any] = {"status": after, "updated_at": now}
+                if after is JobStatus.QUEUED:
+                    values.update(outcome=None, options={**row.options, **options})
+                elif after is JobStatus.DECLINED:
+                    values.update(outcome=detail)
+                moved = session.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == before)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                ).rowcount  # type: ignore[attr-defined]
+                if not moved:
+                    raise _NothingToDecide  # another decision came first
+                if after is JobStatus.COMPLETED:
+                    session.execute(
+                        update(ImageRow)
+                        .where(ImageRow.job_id == job_id, ImageRow.gate_action == "review")
+                        .values(gate_action="allow")
+                        .execution_options(synchronize_session=False)
+                    )
+                session.add(TransitionRow(job_id=job_id, status=after, detail=detail, at=now))
+            appeal = session.scalar(select(AppealRow).where(AppealRow.job_id == job_id)) if closed else None
+            return Settled(before, after, _appeal(appeal) if appeal is not None else None)
+
+    @staticmethod
+    def _decided(session: Session, job_id: str) -> bool:
+        """Whether a moderator's decision about the job is on record (see `MODERATOR_DECISIONS`)."""
+        query = select(MemberActionRow.id).where(
+            MemberActionRow.job_id == job_id,
+            MemberActionRow.allowed.is_(True),
+            MemberActionRow.action.in_(MODERATOR_DECISIONS),
+        )
+        return session.scalar(query.limit(1)) is not None
 
     def transition(
         self, job_id: str, status: JobStatus, *, detail: str | None = None, message_id: str | None = None
@@ -639,11 +725,11 @@ class JobStore:
                 for r in session.scalars(query)
             ]
 
-    def recent_jobs(self, user_id: str, limit: int = 10) -> list[JobRecord]:
-        """The member's latest jobs, newest first (refused ones included)."""
+    def recent_jobs(self, user_id: str, *, guild_id: str | None, limit: int = 10) -> list[JobRecord]:
+        """The member's latest jobs in this server, newest first (refused ones included)."""
         with self._sessions() as session:
-            query = select(JobRow).where(JobRow.user_id == user_id).order_by(JobRow.created_at.desc()).limit(limit)
-            return [_record(row) for row in session.scalars(query)]
+            query = select(JobRow).where(JobRow.user_id == user_id, _here(JobRow.guild_id, guild_id))
+            return [_record(row) for row in session.scalars(query.order_by(JobRow.created_at.desc()).limit(limit))]
 
     def forget_user(self, user_id: str) -> list[str]:
         """A member's data-deletion request: their prompts, delivery data and image files go; image hashes,

@@ -167,8 +167,11 @@ async def decide(client: ImagineClient, interaction: discord.Interaction, action
         await _ephemeral(interaction, text.job_not_found(job_id[:8]))
         return
     await interaction.response.defer()  # the review post is edited below, when the decision is made
+    # The orchestrator records the decision (or why it was refused).
     result = await orchestrator.decide(job, action, actor_id=actor, reporter=client.reporter_for(job))
-    if job.status is JobStatus.POSTED and action != "approve" and job.message_id and job.channel_id:
+    after = await asyncio.to_thread(orchestrator.store.get, job_id)
+    declined = after is not None and after.status is JobStatus.DECLINED
+    if job.status is JobStatus.POSTED and declined and job.message_id and job.channel_id:
         # A reported result the moderator rejects comes down.
         try:
             await client.get_partial_messageable(int(job.channel_id)).get_partial_message(int(job.message_id)).delete()
@@ -176,15 +179,6 @@ async def decide(client: ImagineClient, interaction: discord.Interaction, action
             result += "; the posted message was removed"
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
             log.warning("could not remove the message of job %s: %s", job.id, error)
-    await asyncio.to_thread(
-        orchestrator.store.record_action,
-        actor,
-        f"mod.{action}",
-        allowed=True,
-        job_id=job_id,
-        guild_id=guild,
-        detail=result,
-    )
     original = interaction.message.content if interaction.message is not None else ""
     try:
         await interaction.edit_original_response(content=text.review_decided(original, result, actor), view=None)

@@ -39,7 +39,7 @@ async def _moderator(interaction: discord.Interaction, action: str, target: disc
 def mod_group() -> app_commands.Group:
     group = app_commands.Group(
         name="mod",
-        description="Moderators: bans, strikes, a member's record",
+        description="Moderators: bans, strikes, a member's record in this server",
         default_permissions=discord.Permissions(manage_messages=True),
         guild_only=True,
     )
@@ -71,7 +71,7 @@ def mod_group() -> app_commands.Group:
         )
         await reply(interaction, text.unbanned(str(user.id), lifted))
 
-    @group.command(name="strikes", description="A member's strikes, or give one")
+    @group.command(name="strikes", description="A member's strikes in this server, or give one")
     @app_commands.describe(user="Who", add="Give a strike with this reason")
     async def strikes(
         interaction: discord.Interaction,
@@ -89,23 +89,29 @@ def mod_group() -> app_commands.Group:
             )
         rules = orchestrator.settings.moderation
         since = utcnow() - timedelta(days=rules.strike_window_days)
-        listed = await asyncio.to_thread(orchestrator.store.strikes_since, "discord", str(user.id), since)
+        listed = await asyncio.to_thread(
+            orchestrator.store.strikes_since, "discord", str(user.id), since, guild_id=guild
+        )
         await reply(
             interaction, text.strikes(str(user.id), listed, rules.strikes_to_ban, rules.strike_window_days, ban)
         )
 
-    @group.command(name="history", description="A member's recent record")
+    @group.command(name="history", description="A member's recent record in this server")
     async def history(interaction: discord.Interaction, user: discord.User) -> None:
         if not await _moderator(interaction, "history", user):
             return
         client = _client(interaction)
-        entries = await asyncio.to_thread(client.orchestrator.history, str(user.id))
+        guild = str(interaction.guild_id) if interaction.guild_id else None
+        entries = await asyncio.to_thread(client.orchestrator.history, str(user.id), guild)
         await client.orchestrator.record_event(
-            "mod.history", actor_id=str(interaction.user.id), user_id=str(user.id), guild_id=str(interaction.guild_id)
+            "mod.history", actor_id=str(interaction.user.id), user_id=str(user.id), guild_id=guild
         )
         await reply(interaction, text.history(str(user.id), entries))
 
-    @group.command(name="purge", description="Delete a member's images and personal data (their request)")
+    # A deletion request covers all of the member's data, so this one is not limited to the moderator's server.
+    @group.command(
+        name="purge", description="Delete a member's images and personal data in every server (their request)"
+    )
     async def purge(interaction: discord.Interaction, user: discord.User) -> None:
         if not await _moderator(interaction, "purge", user):
             return

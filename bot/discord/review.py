@@ -37,6 +37,10 @@ class DiscordReviewDesk:
         self.client = client
         self.channel_id = channel_id
 
+    @property
+    def can_deliver(self) -> bool:
+        return self.channel_id is not None
+
     async def _post(self, job: JobRecord, content: str) -> bool:
         """Post `job` with its previews and the decision buttons; False if there is no channel or Discord refused."""
         if self.channel_id is None:
@@ -52,11 +56,11 @@ class DiscordReviewDesk:
             return False
         return True
 
-    async def held(self, job: JobRecord) -> None:
-        await self._post(job, text.review_post(job, heading="Held by the image check"))
+    async def held(self, job: JobRecord) -> bool:
+        return await self._post(job, text.review_post(job, heading="Held by the image check"))
 
-    async def appealed(self, job: JobRecord, appeal_id: int) -> None:
-        await self._post(job, text.review_post(job, heading=f"Appeal #{appeal_id}"))
+    async def appealed(self, job: JobRecord, appeal_id: int) -> bool:
+        return await self._post(job, text.review_post(job, heading=f"Appeal #{appeal_id}"))
 
     async def reported(self, job: JobRecord, reporter_id: str, message_url: str | None) -> bool:
         """A member reported a posted result (the report button). Returns whether it reached the channel."""

@@ -279,6 +279,16 @@ def appeal_outcome(outcome: str) -> str:
         "duplicate": "You have already appealed this one; a moderator will look at it.",
         "limit": "You have used today's appeals. Try again tomorrow, or ask a moderator.",
         "closed": "Appeals are turned off on this server; ask a moderator.",
+        "unavailable": (
+            "Appeals are not set up on this server, so nothing was sent and no appeal was used up. "
+            "Contact a moderator of this server directly."
+        ),
+        "undelivered": (
+            "Your appeal could not reach this server's moderators just now, so it was not counted. "
+            "Try again later, or contact a moderator directly."
+        ),
+        "decided": "A moderator has already decided about this one, so it cannot be appealed again.",
+        "final": "This cannot be appealed: the rule it broke holds everywhere, with no exceptions.",
         "not yours": "Only the person whose request it was can appeal it.",
     }[outcome]
 
@@ -340,8 +350,8 @@ def history(user_id: str, entries: list[str]) -> str:
 def purged(user_id: str, result: tuple[int, int]) -> str:
     files, redacted = result
     return (
-        f"🧹 Deleted the data of <@{user_id}>: {files} image file(s), their prompts, and {redacted} audit entries "
-        "redacted (the audit chain stays verifiable)."
+        f"🧹 Deleted the data of <@{user_id}> in every server: {files} image file(s), their prompts, and {redacted} "
+        "audit entries redacted (the audit chain stays verifiable)."
     )
 
 
