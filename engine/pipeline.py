@@ -51,7 +51,10 @@ WARMUP_STEPS = 2
 VAE_TILING_ABOVE = 1024 * 1024  # "auto" tiles the VAE decode for images with more pixels than this
 OFFLOAD_CHOICES = ("none", "model", "sequential")
 VAE_TILING_CHOICES = ("auto", "on", "off")
-DEMO_HINT = f" To try imagine offline with the bundled demo model, use `--model {DEMO_MODEL}`."
+DEMO_HINT = (
+    f" To try imagine offline with the bundled demo model, use `--model {DEMO_MODEL}` (`model:{DEMO_MODEL}` in "
+    f"Discord; `IMAGINE_MODEL={DEMO_MODEL}` makes it the default)."
+)
 
 # spec.scheduler -> (diffusers class, config overrides). "default" keeps the model's own scheduler.
 SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -147,7 +150,7 @@ def _resolve_source(name: str) -> tuple[str, Path | None]:
     if folder.exists() or _looks_like_path(name):
         raise ModelLoadError(
             f"Model folder {name!r} does not exist: check the model path in the config, or use a Hugging "
-            "Face model id such as 'stabilityai/sd-turbo'."
+            f"Face model id such as 'stabilityai/sd-turbo'.{DEMO_HINT}"
         )
     return name, None
 

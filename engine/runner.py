@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.errors import InvalidRequest
+from engine.errors import InvalidRequest, ModelLoadError
 from engine.jobs import GeneratedImage, Job
 from engine.limits import Limits
 from engine.memory import derive_max_batch, free_memory, is_out_of_memory
@@ -42,10 +42,24 @@ class PipelineRunner:
         self.styles = StyleLibrary(options.styles_dir) if options.styles_dir else None
 
     def start(self) -> None:
-        """Load the first served model and warm it up, so the first user does not wait for either."""
-        model = self.pool.get(self.served[0])
-        if self.options.warmup:
-            warm_up(model)
+        """Load the first served model and warm it up, so the first user does not wait for either. A model that
+        cannot be loaded (offline, a typo in its id) does not stop the others from being served: the next one is
+        loaded instead, and that model's jobs fail with the reason. Raises only when none can be loaded."""
+        first: ModelLoadError | None = None
+        for name in self.served:
+            try:
+                model = self.pool.get(name)
+            except ModelLoadError as error:
+                log.error("%s", error)
+                first = first or error
+                continue
+            if first is not None:
+                log.warning("serving %s; jobs for the models above will fail until they can be loaded", name)
+            if self.options.warmup:
+                warm_up(model)
+            return
+        assert first is not None
+        raise first
 
     def served_models(self) -> list[str]:
         return list(self.served)

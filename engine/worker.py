@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from engine.errors import EngineError, InvalidRequest, JobCancelled
+from engine.errors import EngineError, InvalidRequest, JobCancelled, ModelLoadError
 from engine.jobs import Event, EventKind, GeneratedImage, Job
 from engine.queue.base import EngineStatus, JobQueue
 
@@ -247,6 +247,9 @@ class Worker:
                 return {k: v for job in jobs for k, v in self._run_splitting(batch, [job]).items()}
             if isinstance(error, InvalidRequest):  # found only once the model was loaded (e.g. no image-to-image)
                 return {jobs[0].id: error.message}
+            if isinstance(error, ModelLoadError):  # says which model and why, and what to do
+                log.error("job %s: %s", jobs[0].id, error)
+                return {jobs[0].id: str(error)}
             log.exception("job %s failed", jobs[0].id)
             return {jobs[0].id: f"The engine could not make this image ({type(error).__name__}). Try again later."}
 
