@@ -66,6 +66,11 @@ OBJECT_MODIFIERS: Mapping[str, frozenset[str]] = {
     ),
 }
 _MODIFIER_TERMS = frozenset().union(*OBJECT_MODIFIERS.values())
+# "Sexy" said of a body or a pose means a person even when none is named ("a sexy pose").
+_SEXY_BODY = re.compile(
+    r"\bsexy(?: \w+){0,2}? (?:pose|poses|posing|body|bodies|legs|butt|ass|chest|figure|curves|outfit|outfits|"
+    r"lingerie|selfie|selfies|dance|dancing|photo|photos|photoshoot|pic|pics|picture|pictures|look|anime)\b"
+)
 # A harmful term right after one of these is said not to be wanted ("a battle, no gore", "sfw, no nudity").
 _NEGATIONS = frozenset({"no", "not", "without", "zero"})
 # Only a plain "no nudity": "no: n.u.d.e" is a decoy in front of a term, not a negation.
@@ -323,9 +328,12 @@ class PromptGate:
         text = self._index.resegment(self._index.unstretch(normalize(prompt)))
         negated = frozenset(normalize(word) for word in _NEGATED.findall(prompt))
         masked, anonymous = self._index.scan(text, tags, every, negated)
-        if "objects" in tags and not any(t in tags for t in _PERSON_TAGS) and not MINOR_AGE.search(masked):
+        if not any(t in tags for t in _PERSON_TAGS) and not MINOR_AGE.search(masked):
             for category, modifiers in OBJECT_MODIFIERS.items():
-                if category in tags and every[category] <= modifiers:
+                # "Sexy" of no person at all ("a sexy red ferrari") is no harm; what is done to a body needs a
+                # named object to be sure it is no one's ("a beheaded statue", never "a beheaded body").
+                said_of_a_thing = "objects" in tags or (category == "sexual" and not _SEXY_BODY.search(masked))
+                if category in tags and every[category] <= modifiers and said_of_a_thing:
                     del tags[category]
         found = [
             Finding(category, "blocklist", f"term {tags[category]!r}") for category in CATEGORIES if category in tags

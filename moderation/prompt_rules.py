@@ -109,6 +109,10 @@ _ATROCITY = re.compile(
     r"joking about|jokes about|funny)(?: \w+){0,3}? (?:the )?(?:holocaust|shoah|genocide|slavery|gas chambers?|"
     r"lynching|lynchings|auschwitz|ethnic cleansing|9 11 attacks|twin towers attack)\b"
 )
+_JUSTIFIED = re.compile(
+    r"\b(?:genocide|holocaust|slavery|apartheid|ethnic cleansing|massacre|lynchings?)(?: \w+){0,2}? "
+    r"(?:was|is|were) (?:justified|good|right|deserved|a good thing|necessary|needed|a hoax)\b"
+)
 _BARE_AGE = re.compile(r"(?:^|[,;(|])\s*(?:1[0-7]|[1-9])\s*(?=[,;)|]|$)")
 _UNDRESSED = re.compile(
     r"\b(?:without|no|zero|0) (?:a |any |her |his )?(?:bra|panties|underwear|knickers|clothes|clothing|top|shirt and "
@@ -116,6 +120,10 @@ _UNDRESSED = re.compile(
     r"|\b(?:clothes|clothing|outfit|attire|garments)(?: \w+)? (?:none|nothing|0|zero|null)\b"
     r"|\bwearing (?:only|just|nothing but) (?:a |her |his )?(?:smile|grin|jewelry|jewellery|necklace|stockings|"
     r"body paint|socks|heels|high heels)\b"
+)
+_DEEPFAKE = re.compile(
+    r"\b(?:deepfake|deepfakes|deep fake|face swap|faceswap|use this selfie|use this photo|use her photo|"
+    r"use his photo|from this photo|from her instagram|from his instagram|put (?:her|his|my \w+ s) face)\b"
 )
 _VOYEUR = re.compile(
     r"\bhidden (?:camera|cam|spy camera|spycam)(?: \w+){0,4}? (?:shower|showers|changing room|changing rooms|"
@@ -164,11 +172,14 @@ _HARASS = re.compile(
     r"wetting (?:himself|herself|themselves)|pooping (?:himself|herself)|diseased|everyone laughs|"
     r"everyone laughing|laughing at (?:him|her|them)|ugly (?:meme|edit|picture|photo|drawing|version|caricature)|"
     r"(?:look|looks|looking) (?:ugly|fat|stupid|disgusting|diseased|retarded|pathetic)|tombstone|gravestone|"
-    r"obituary|in a coffin)\b"
+    r"obituary|in a coffin|in a diaper|wearing a diaper|in diapers|crying like a baby|"
+    r"send it to (?:all|everyone|the whole|every)|post it (?:in|to|on) the (?:group|server|chat)|"
+    r"sucking d ck|sucking dick|sucking cock)\b"
 )
 
 _SEX_ACT = re.compile(
-    r"\b(?:fucking|fucked|fucks|screwing|shagging|humping|banging|railing|sucking off|jerking off|fingering)\b"
+    r"\b(?:fucking|fucked|fucks|screwing|shagging|humping|banging|railing|railed|getting railed|sucking off|"
+    r"jerking off|fingering)\b"
 )
 _SEX_STRIP = re.compile(
     r"\bher (?:top|shirt|bra|bikini|bikini top|blouse|dress|clothes|panties|underwear|knickers|pants|skirt|"
@@ -218,6 +229,8 @@ _CRIME = re.compile(
     r"(?:wifi|wi fi|email|account|accounts|phone|instagram|facebook|password|passwords|computer|"
     r"bank account|router|network)\b"
     r"|\b(?:steal|stealing) (?:\w+ )?(?:passwords|credit card numbers|identities|identity|data|logins|bank details)\b"
+    r"|\bhacking into (?:someone s|someones|somebody s|somebodys|his|her|their|my \w+ s|\w+ s) (?:\w+ )?"
+    r"(?:account|accounts|instagram|facebook|email|phone|wifi|snapchat|discord|tiktok)\b"
 )
 _DRUG = (
     r"(?:heroin|cocaine|crack cocaine|meth|methamphetamine|crystal meth|fentanyl|mdma|lsd|magic mushrooms|"
@@ -254,6 +267,8 @@ _SELF_HARM = re.compile(
     r"purging)(?: \w+){0,2}? without (?:anyone|anybody|people|your parents|my parents|parents|them) "
     r"(?:noticing|knowing|finding out|seeing)\b"
     r"|\bhid(?:e|ing) (?:the |my |your |her |his )?(?:cuts|scars|self harm scars|self harm)\b"
+    r"|\b(?:person|man|woman|girl|boy|guy|teen|someone|student) (?:jumping|jumps|about to jump) (?:off|from) "
+    r"(?:a |the )?(?:bridge|building|roof|rooftop|skyscraper|balcony|overpass)\b"
     r"|\b(?:burning|burn|burned|burnt|cutting|cut) (?:my|her|his|their|your) (?:own )?(?:arm|arms|skin|wrist|wrists|"
     r"hand|hands|leg|legs|thigh|thighs|forearm|forearms) with (?:a )?(?:cigarette|lighter|iron|razor|blade|knife)\b"
     r"|\b(?:razor|razor blade|blade) (?:and|with|on) (?:bloody|bleeding|cut) (?:thighs|wrists|arms|forearms|legs)\b"
@@ -374,8 +389,8 @@ class RuleSet:
             r"|\beating human (?:flesh|bodies|organs)\b|\bcannibalism\b"
             rf"|\b{person}(?: \w+){{0,3}}? (?:being )?(?:stabbed|hacked|beaten|burned|burnt|strangled|tortured|"
             r"bludgeoned|shot|crushed|mauled|whipped|kicked|starved) to death\b"
-            r"|\b(?:his|her|their|its|a|the) (?:head|face|arm|arms|leg|legs|limbs|fingers|hand|hands|feet|foot|jaw|"
-            r"ears|nose|tongue|eyes|skin|scalp|genitals) (?:being )?(?:blown|ripped|torn|hacked|chopped|sawn|sawed|"
+            r"|\b(?:(?:his|her|their|its|a|the) )?(?:head|face|arm|arms|leg|legs|limbs|fingers|hand|hands|feet|foot|"
+            r"jaw|ears|nose|tongue|eyes|skin|scalp|genitals) (?:being )?(?:blown|ripped|torn|hacked|chopped|sawn|sawed|"
             r"sliced|peeled|burned|burnt|cut|bitten|gouged) (?:off|out|away|apart)\b"
             r"|\b(?:guts|entrails|innards|brains|organs|viscera|bowels)(?: \w+)? (?:spilling|spilled|spilt|hanging out|"
             r"pulled out|ripped out|torn out|splattered|blown out|everywhere|spattered|oozing|falling out)\b"
@@ -397,8 +412,11 @@ class RuleSet:
             r"(?:slit|sliced|cut|ripped|torn|split|hacked) open\b"
             r"|\b(?:organs|intestines|guts|entrails|innards|brains|brain matter) (?:visible|exposed|showing|on display|"
             r"on the ground|on the floor|hanging|everywhere)\b"
-            r"|\bexposed (?:organs|intestines|guts|entrails|brain|brains|bones)\b"
+            r"|\bexposed (?:organs|intestines|guts|entrails|brain|brains|bones|skull|muscle|muscles)\b"
             r"|\b(?:skinned and gutted|gutted and skinned)\b"
+            r"|\b(?:stabbing|stabbed|slashing|slashed|shooting|shot|hacking|hacked) (?:someone|somebody|a person|"
+            r"him|her|them|a man|a woman|a child|people)(?: \w+){0,3}? (?:over and over|repeatedly|in the face|"
+            r"in the eye|in the eyes|in the throat|in the neck|in the head)\b"
             rf"|\b(?:skinning|flaying|boiling|roasting|burning|eating) (?:a |the )?{person}(?: \w+)? alive\b"
             r"|\b(?:guts|intestines|entrails|belly|stomach) (?:ripped|torn|slit|sliced|cut|hacked) open\b"
         )
@@ -417,12 +435,12 @@ class RuleSet:
         else:
             if any(_CARICATURE.search(t) and _TROPE.search(t) and self._group.search(t) for t in texts):
                 found.append(Finding("hate", "rules", "hate-caricature"))
-            elif any(_ATROCITY.search(t) for t in texts):
+            elif any(_ATROCITY.search(t) or _JUSTIFIED.search(t) for t in texts):
                 found.append(Finding("hate", "rules", "hate-celebrating-atrocity"))
         targeted = _MENTION.search(raw) is not None or any(_TARGET.search(t) for t in texts)
         if (targeted and any(_HARASS.search(t) for t in texts)) or any(_DOXXING.search(t) for t in texts):
             found.append(Finding("harassment", "rules", "harassment-targeted"))
-        elif targeted and sexual:
+        elif (targeted or any(_DEEPFAKE.search(t) for t in texts)) and sexual:
             found.append(Finding("harassment", "rules", "sexualised-private-person"))
         if any(_VOYEUR.search(t) for t in texts):
             found.append(Finding("harassment", "rules", "voyeurism"))
