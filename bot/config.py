@@ -196,6 +196,13 @@ def _parse_positive_int(value: object) -> int:
     return number
 
 
+def _parse_count(value: object) -> int:
+    number = _parse_int(value)
+    if not 1 <= number <= 10:
+        raise ValueError
+    return number
+
+
 def _parse_niceness(value: object) -> int:
     number = _parse_int(value)
     if not 0 <= number <= 19:
@@ -405,7 +412,7 @@ _OPTIONS = (
     _Option("moderation", "ban_hours", _parse_positive_float, "a number of hours above 0"),
     _Option("moderation", "appeals_per_day", _parse_int, "a whole number (0 turns appeals off)"),
     _Option("moderation", "image_retention_days", _parse_int, "a whole number of days (0 keeps images)"),
-    _Option("limits", "max_count", _parse_positive_int, "a whole number of at least 1"),
+    _Option("limits", "max_count", _parse_count, "a whole number from 1 to 10 (a Discord message holds 10 files)"),
     _Option("limits", "max_steps", _parse_positive_int, "a whole number of at least 1"),
     _Option("limits", "min_size", _parse_positive_int, "a whole number of pixels"),
     _Option("limits", "max_size", _parse_positive_int, "a whole number of pixels"),

@@ -233,6 +233,19 @@ async def test_queue_cancel_info_settings_help_and_places(deployment: Deployment
     record = store.find(next(j.id for j in all_jobs(store) if j.prompt == "a secret garden"))
     assert record is not None
     assert (record.options["aspect"], record.options["private"], record.model) == ("3:4", True, "tiny-b")
+    # `--private` in the prompt as a phone writes it (a long dash, any case) is private from the first reply; the
+    # explicit option wins over it.
+    dashed = await fake.send_slash_command("imagine", {"prompt": "a moonlit pier —Private"}, user_id=OTHER_USER)
+    await deployment.wait_for(lambda: "Queued" in content_of(dashed))
+    assert dashed.callbacks[0]["data"]["flags"] & EPHEMERAL
+    public = await fake.send_slash_command(
+        "imagine", {"prompt": "a sunny pier --private", "private": False}, user_id=OTHER_USER + 1
+    )
+    await deployment.wait_for(lambda: "Queued" in content_of(public))
+    assert not public.callbacks[0].get("data", {}).get("flags", 0) & EPHEMERAL
+    record = store.find(next(j.id for j in all_jobs(store) if j.prompt.startswith("a sunny pier")))
+    assert record is not None
+    assert record.options["private"] is False
     bad_model = await fake.send_slash_command("settings", {"model": "nope"})
     await deployment.wait_for(lambda: "no model called" in reply(bad_model))
     reset = await fake.send_slash_command("settings", {"reset": True})

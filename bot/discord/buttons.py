@@ -4,8 +4,10 @@ discord.py matches any pressed button against `JobButton`'s template, whichever 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -66,7 +68,8 @@ class JobButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         client: ImagineClient = interaction.client  # type: ignore[assignment]
-        await press(client, interaction, self.action, self.job_id, self.index)
+        async with _answered(interaction, self.action):
+            await press(client, interaction, self.action, self.job_id, self.index)
 
 
 class ModButton(
@@ -91,7 +94,8 @@ class ModButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         client: ImagineClient = interaction.client  # type: ignore[assignment]
-        await decide(client, interaction, self.action, self.job_id)
+        async with _answered(interaction, f"mod:{self.action}"):
+            await decide(client, interaction, self.action, self.job_id)
 
 
 def review_view(job_id: str) -> discord.ui.View:
@@ -108,18 +112,35 @@ def appeal_view(job_id: str) -> discord.ui.View:
 
 
 def result_view(job: JobRecord, images: list[StoredImage]) -> discord.ui.View:
-    """U1–U4 and V1–V4 for the posted images, then re-roll, info, delete and report."""
+    """U1–U4 and V1–V4 for the posted images, then re-roll, info, delete and report.
+
+    A row holds five buttons and a message five rows: up to four images, U and re-roll share the first row; from
+    five on, U and V take a row per five images each (ten images fill four rows) and re-roll joins the last row."""
     view = discord.ui.View(timeout=None)
     numbers = [(image.index, position + 1) for position, image in enumerate(images)]
-    for index, number in numbers:
-        view.add_item(JobButton("up", job.id, index, label=f"U{number}", row=0))
-    view.add_item(JobButton("reroll", job.id, emoji="🔄", row=0 if len(numbers) < 5 else 1))
-    for index, number in numbers:
-        view.add_item(JobButton("var", job.id, index, label=f"V{number}", row=1 if len(numbers) < 5 else 2))
-    view.add_item(JobButton("info", job.id, emoji="ℹ️", row=2 if len(numbers) < 5 else 3))
-    view.add_item(JobButton("delete", job.id, emoji="🗑️", row=2 if len(numbers) < 5 else 3))
-    view.add_item(JobButton("report", job.id, emoji="🚩", row=2 if len(numbers) < 5 else 3))
+    per_kind = -(-len(numbers) // 5) if len(numbers) >= 5 else 1
+    for kind, label, first_row in (("up", "U", 0), ("var", "V", per_kind)):
+        for position, (index, number) in enumerate(numbers):
+            view.add_item(JobButton(kind, job.id, index, label=f"{label}{number}", row=first_row + position // 5))
+        if kind == "up" and len(numbers) < 5:
+            view.add_item(JobButton("reroll", job.id, emoji="🔄", row=0))
+    last = 2 * per_kind
+    if len(numbers) >= 5:
+        view.add_item(JobButton("reroll", job.id, emoji="🔄", row=last))
+    for action, emoji in (("info", "ℹ️"), ("delete", "🗑️"), ("report", "🚩")):
+        view.add_item(JobButton(action, job.id, emoji=emoji, row=last))
     return view
+
+
+@contextlib.asynccontextmanager
+async def _answered(interaction: discord.Interaction, action: str) -> AsyncIterator[None]:
+    """A press that fails still gets an answer: discord.py's views only log an error, which would leave the
+    member looking at "thinking…" until Discord gives up."""
+    try:
+        yield
+    except Exception:
+        log.exception("the %s button failed", action)
+        await _ephemeral(interaction, text.button_error())
 
 
 async def _ephemeral(interaction: discord.Interaction, content: str) -> None:

@@ -19,7 +19,7 @@ from bot.discord import text
 from bot.discord.permissions import is_moderator, role_ids
 from bot.discord.reporter import InteractionReporter, delivery_data
 from bot.orchestrator import Refusal
-from bot.prompt_params import valid_parameters
+from bot.prompt_params import split_parameters, valid_parameters
 from bot.requests import ImagineRequest
 from engine.errors import InvalidRequest
 from engine.jobs import MAX_SEED
@@ -39,6 +39,15 @@ def is_age_restricted(channel: object) -> bool:
     """Discord's age-restricted ("NSFW") flag; threads inherit their parent's."""
     is_nsfw = getattr(channel, "is_nsfw", None)
     return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+def inline_private(prompt: str) -> bool:
+    """Whether the prompt's inline parameters ask for a private result; False when they cannot be read (the
+    request is refused for them later, with the reason)."""
+    try:
+        return split_parameters(prompt)[1].private is True
+    except InvalidRequest:
+        return False
 
 
 def _client(interaction: discord.Interaction) -> "ImagineClient":
@@ -103,10 +112,11 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
     ) -> None:
         client = _client(interaction)
         # Acknowledge first: Discord gives three seconds, and everything below may take longer. Whether the
-        # result is private must be known now, so a saved default is looked up only when the option is unset.
-        if private is None and "--private" not in prompt:
-            private = await client.saved_private(str(interaction.user.id)) or None
-        hidden = bool(private) or "--private" in prompt
+        # result is private must be known now: the option, else `--private` in the prompt (read by the same
+        # parser as every other parameter), else the member's saved default.
+        if private is None:
+            private = inline_private(prompt) or await client.saved_private(str(interaction.user.id)) or None
+        hidden = bool(private)
         await interaction.response.defer(thinking=True, ephemeral=hidden)
         reporter = InteractionReporter(client, interaction)
         width = height = None
@@ -132,7 +142,7 @@ def build_commands(limits_max_count: int, limits_max_steps: int) -> list[app_com
             model=model,
             style=style,
             aspect=aspect,
-            private=True if hidden else private,
+            private=private,
             roles=role_ids(interaction),
             moderator=is_moderator(interaction, client.settings.discord),
             nsfw_channel=is_age_restricted(interaction.channel),

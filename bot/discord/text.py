@@ -129,6 +129,10 @@ def cancelled(job: JobRecord) -> str:
     return f"🚫 Cancelled.\n-# job `{short_id(job.id)}`"
 
 
+def button_error() -> str:
+    return "❌ Something went wrong on our side and that button did nothing. Please try again in a moment."
+
+
 def command_error() -> str:
     return "❌ Something went wrong on our side and your request was not queued. Please try again in a moment."
 

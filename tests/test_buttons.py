@@ -1,0 +1,77 @@
+"""A button whose handler fails still answers the member (discord.py's views would only log it)."""
+
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import discord
+import pytest
+
+from bot.discord import text
+from bot.discord.buttons import _answered, result_view
+
+
+@dataclass
+class FakeResponse:
+    deferred: bool = False
+    sent: list[str] = field(default_factory=list)
+
+    def is_done(self) -> bool:
+        return self.deferred or bool(self.sent)
+
+    async def send_message(self, content: str, *, ephemeral: bool = False) -> None:
+        assert ephemeral
+        self.sent.append(content)
+
+
+@dataclass
+class FakeFollowup:
+    sent: list[str] = field(default_factory=list)
+
+    async def send(self, content: str, *, ephemeral: bool = False) -> None:
+        assert ephemeral
+        self.sent.append(content)
+
+
+@dataclass
+class FakeInteraction:
+    response: FakeResponse = field(default_factory=FakeResponse)
+    followup: FakeFollowup = field(default_factory=FakeFollowup)
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+async def test_a_failing_press_is_answered_and_logged(deferred: bool, caplog: pytest.LogCaptureFixture) -> None:
+    interaction = FakeInteraction(FakeResponse(deferred=deferred))
+    async with _answered(cast(discord.Interaction, interaction), "var"):
+        raise RuntimeError("the database went away")
+    answers = interaction.followup.sent if deferred else interaction.response.sent
+    assert answers == [text.button_error()]
+    assert "the var button failed" in caplog.text
+    assert "the database went away" in caplog.text
+
+
+async def test_a_press_that_works_is_left_alone() -> None:
+    interaction: Any = FakeInteraction()
+    async with _answered(interaction, "info"):
+        pass
+    assert interaction.response.sent == []
+    assert interaction.followup.sent == []
+
+
+@dataclass
+class _Job:
+    id: str = "0" * 32
+
+
+@dataclass
+class _Image:
+    index: int
+
+
+@pytest.mark.parametrize("count", range(1, 11))
+async def test_the_result_buttons_fit_any_allowed_count(count: int) -> None:
+    view = result_view(cast(Any, _Job()), cast(Any, [_Image(i) for i in range(count)]))
+    labels = [getattr(item, "item", item).label for item in view.children]
+    assert [label for label in labels if label and label[0] in "UV"] == [f"U{n}" for n in range(1, count + 1)] + [
+        f"V{n}" for n in range(1, count + 1)
+    ]
+    assert len(view.children) == 2 * count + 4
