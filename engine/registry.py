@@ -79,5 +79,5 @@ class ModelRegistry:
             if model.name == wanted:
                 return model
         if wanted == DEMO_MODEL:
-            return ModelSpec(name=DEMO_MODEL, source=DEMO_MODEL)
+            return ModelSpec(name=DEMO_MODEL, source=DEMO_MODEL, width=64, height=64)
         raise InvalidRequest("model", f"There is no model called {wanted!r}. Choose one of: {', '.join(self.names())}.")

@@ -131,7 +131,7 @@ def _pixel_difference(first: bytes, second: bytes) -> int:
 def test_demo_is_in_every_registry() -> None:
     registry = ModelRegistry.single("stabilityai/sd-turbo")
     assert registry.names() == ["stabilityai/sd-turbo", DEMO_MODEL]
-    assert registry.get(DEMO_MODEL) == ModelSpec(name=DEMO_MODEL, source=DEMO_MODEL)
+    assert registry.get(DEMO_MODEL) == ModelSpec(name=DEMO_MODEL, source=DEMO_MODEL, width=64, height=64)
     own = ModelRegistry((ModelSpec(name=DEMO_MODEL, source="/somewhere/else"),), default=DEMO_MODEL)
     assert own.get(DEMO_MODEL).source == "/somewhere/else"
 
@@ -143,6 +143,18 @@ def test_the_bundled_demo_model_draws_offline() -> None:
     [[image]] = generate_batch(model, [GenerationSpec(prompt="a green square on a white background", seed=0)])
     assert (image.width, image.height) == (64, 64)
     assert check(Image.open(io.BytesIO(image.png)))[1] == "white"
+
+
+@pytest.mark.skipif(not (MODEL_DIR / "model_index.json").is_file(), reason="the trained demo model is not bundled")
+def test_an_aspect_ratio_is_drawn_in_its_proportions_not_stretched() -> None:
+    model = load_model(DEMO_MODEL, device="cpu")
+    assert model.pipe.model_size(64, 64) == (16, 16)  # the trained square
+    assert model.pipe.model_size(80, 48) == (12, 20)  # about the same area, wide
+    [[wide]] = generate_batch(
+        model, [GenerationSpec(prompt="a red circle on a blue background", seed=0, width=80, height=48)]
+    )
+    assert (wide.width, wide.height) == (80, 48)
+    assert check(Image.open(io.BytesIO(wide.png)).resize((64, 64)))[:2] == ("red", "blue")
 
 
 def test_a_missing_hub_model_suggests_the_demo_model() -> None:

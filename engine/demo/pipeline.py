@@ -4,9 +4,10 @@ The UNet denoises 32x32 RGB images rearranged losslessly to 16x16x12 (pixel-unsh
 cheaper than on 32x32x3); the result is shown upscaled to the requested size (64x64 by default). A pooled text
 embedding enters every residual block through the UNet's class embedding, on top of cross-attention.
 
-Given source images and a strength, it draws from them (variations and upscales): each source, brought down to
-32x32, is noised to the point of the schedule that `strength` names, and only the rest of the schedule runs,
-as in diffusers' image-to-image pipelines.
+An output that is not square is drawn in its proportions at about the trained area (the UNet is convolutional)
+rather than stretched. Given source images and a strength, it draws from them (variations and upscales): each
+source, brought down to the drawing size, is noised to the point of the schedule that `strength` names, and
+only the rest of the schedule runs, as in diffusers' image-to-image pipelines.
 """
 
 from __future__ import annotations
@@ -103,6 +104,19 @@ class DemoPipeline(_DiffusionPipeline):  # type: ignore[misc]  # diffusers is un
     def num_timesteps(self) -> int:
         return self._num_timesteps
 
+    def model_size(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) in model space for an output of `width` x `height`: the trained square for a square
+        output; otherwise the trained area in the output's proportions (the UNet is convolutional), so that an
+        aspect ratio is drawn, not stretched. Each side a multiple of what the UNet's downsampling needs."""
+        size = int(self.unet.config.sample_size)
+        if width == height:
+            return size, size
+        multiple = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        ratio = width / height
+        model_width = max(multiple, round(size * ratio**0.5 / multiple) * multiple)
+        model_height = max(multiple, round(size / ratio**0.5 / multiple) * multiple)
+        return model_height, model_width
+
     def _embed(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = tokenize(self.tokenizer, prompts)
         states, pooled = encode(self.text_encoder, ids)
@@ -146,8 +160,7 @@ class DemoPipeline(_DiffusionPipeline):  # type: ignore[misc]  # diffusers is un
 
         device = self._execution_device
         dtype = self.unet.dtype
-        size = self.unet.config.sample_size
-        shape = (self.unet.config.in_channels, size, size)
+        shape = (self.unet.config.in_channels, *self.model_size(width or DISPLAY, height or DISPLAY))
         sources = None
         if image is not None:
             sources = [image] if isinstance(image, Image.Image) else list(image)
@@ -168,7 +181,8 @@ class DemoPipeline(_DiffusionPipeline):  # type: ignore[misc]  # diffusers is un
             noise = [torch.randn(shape, generator=g, device=g.device if g else device, dtype=dtype) for g in generators]
             latents = torch.stack(noise).to(device)
             if sources is not None and len(timesteps):
-                clean = to_model_space(from_images(sources).to(device=device, dtype=dtype))
+                pixels = (shape[1] * UNSHUFFLE, shape[2] * UNSHUFFLE)
+                clean = to_model_space(from_images(sources, pixels).to(device=device, dtype=dtype))
                 latents = self.scheduler.add_noise(clean, latents, timesteps[:1].repeat(count))
         guided = guidance_scale > 1.0
         states, pooled = self._embed(prompts + negatives if guided else prompts)
@@ -201,10 +215,11 @@ class DemoPipeline(_DiffusionPipeline):  # type: ignore[misc]  # diffusers is un
         return cast(Any, diffusers.ImagePipelineOutput)(images=images)
 
 
-def from_images(images: Sequence[Image.Image]) -> torch.Tensor:
-    """Pictures of any size as a (B, 3, 32, 32) batch in [-1, 1], brought down with an area filter."""
+def from_images(images: Sequence[Image.Image], size: tuple[int, int] = (PIXELS, PIXELS)) -> torch.Tensor:
+    """Pictures of any size as a (B, 3, height, width) batch in [-1, 1] at `size` (height, width), brought down
+    with an area filter."""
     arrays = [
-        np.asarray(picture.convert("RGB").resize((PIXELS, PIXELS), Image.Resampling.BOX), dtype=np.float32)
+        np.asarray(picture.convert("RGB").resize((size[1], size[0]), Image.Resampling.BOX), dtype=np.float32)
         for picture in images
     ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
