@@ -20,6 +20,7 @@ from engine.errors import EngineError, InvalidRequest
 from engine.jobs import MAX_SEED, GenerationSpec, random_seed
 
 if TYPE_CHECKING:
+    from engine.training import TrainConfig
     from moderation.audit import AuditEntry, AuditLog
 
 
@@ -259,7 +260,7 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     if args.lora is not None:
         from engine.training.export import apply_lora
 
-        apply_lora(model.pipe, args.lora, args.lora_scale)
+        apply_lora(model, args.lora, args.lora_scale)
     started = time.monotonic()
     images = generate(model, spec, limits=limits, styles=styles)
     job_id = new_job_id()  # one job, as the bot records one request, so the marks lead back to this run
@@ -273,13 +274,20 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_full(args: argparse.Namespace) -> int:
+def cmd_train_full(settings: Settings, args: argparse.Namespace) -> int:
     """The demo model's recipe: the whole pixel-space pipeline trained from scratch, resumable."""
     if args.base is not None:
         raise UsageError("--full trains the demo architecture from scratch: leave out --base.")
-    lora_only = [name for name in ("instance_prompt", "class_prompt", "style", "alpha") if getattr(args, name)]
-    if lora_only or args.kohya or args.validation_prompt:
-        raise UsageError("--full trains a whole model: LoRA options (alpha, styles, kohya, prompts) do not apply.")
+    if args.style is not None:
+        raise UsageError("--style applies to LoRA training; leave it out with --full")
+    from engine.demo import DEMO_MODEL
+    from engine.training import TrainingUsageError
+
+    config = _train_config(settings, args, base=DEMO_MODEL, batch_size=32, learning_rate=5e-4)
+    try:
+        config.check_full()
+    except TrainingUsageError as error:
+        raise UsageError(str(error)) from None
     if not args.data.is_dir():
         raise UsageError(f"{args.data} is not a folder: make one with `imagine demo dataset {args.data} --count N`.")
     from engine.demo.pipeline import PIXELS
@@ -292,13 +300,13 @@ def cmd_train_full(args: argparse.Namespace) -> int:
         result = train_full(
             args.data,
             args.output,
-            steps=args.steps,
-            batch_size=args.batch_size or 32,
-            resolution=args.resolution or PIXELS,
-            seed=args.seed,
+            steps=config.steps,
+            batch_size=config.batch_size,
+            resolution=PIXELS if args.resolution is None else args.resolution,
+            seed=config.seed,
             resume=resume,
-            learning_rate=args.learning_rate or 5e-4,
-            checkpoint_every=args.checkpoint_every or 250,
+            learning_rate=config.learning_rate,
+            checkpoint_every=250 if config.checkpoint_every is None else config.checkpoint_every,
             on_log=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except (ValueError, FileNotFoundError) as error:
@@ -318,30 +326,26 @@ def cmd_demo_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
-    if args.full:
-        return cmd_train_full(args)
-    if args.base is None:
-        raise UsageError("--base is required: the model to fine-tune (a configured name, hub id or folder).")
-    args.resolution = args.resolution or 512
-    args.batch_size = args.batch_size or 1
-    args.learning_rate = args.learning_rate if args.learning_rate is not None else 1e-4
-    from engine.training import DatasetError, TrainConfig, TrainingUsageError
+def _train_config(
+    settings: Settings, args: argparse.Namespace, *, base: str, batch_size: int, learning_rate: float
+) -> TrainConfig:
+    """`imagine train`'s options as a `TrainConfig`; `batch_size` and `learning_rate` are this mode's defaults.
+    Options the user left out are None here, so a 0 they gave reaches the checks instead of becoming a default."""
+    from engine.training import TrainConfig
 
-    spec = next((m for m in settings.registry if m.name == args.base), None)
-    config = TrainConfig(
+    return TrainConfig(
         data=args.data,
-        base=args.base,
+        base=base,
         output=args.output,
         steps=args.steps,
         rank=args.rank,
         alpha=args.alpha,
-        learning_rate=args.learning_rate,
+        learning_rate=learning_rate if args.learning_rate is None else args.learning_rate,
         lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps,
-        batch_size=args.batch_size,
+        batch_size=batch_size if args.batch_size is None else args.batch_size,
         gradient_accumulation=args.gradient_accumulation,
-        resolution=args.resolution,
+        resolution=512 if args.resolution is None else args.resolution,
         crop=args.crop,
         buckets=args.buckets,
         flip=args.flip,
@@ -363,6 +367,17 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         kohya=args.kohya,
         device=settings.engine.device,
     )
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    if args.full:
+        return cmd_train_full(settings, args)
+    if args.base is None:
+        raise UsageError("--base is required: the model to fine-tune (a configured name, hub id or folder).")
+    from engine.training import DatasetError, TrainingUsageError
+
+    spec = next((m for m in settings.registry if m.name == args.base), None)
+    config = _train_config(settings, args, base=args.base, batch_size=1, learning_rate=1e-4)
     try:
         config.check()  # options and data before torch is imported: a typo costs no wait
         from engine.training.dataset import load_examples
@@ -371,7 +386,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             config.data,
             resolution=config.resolution,
             instance_prompt=config.instance_prompt,
-            batch_size=args.batch_size,
+            batch_size=config.batch_size,
         )
         from engine.training.lora import prepare, train
 

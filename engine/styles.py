@@ -78,6 +78,11 @@ def _check_strength(strength: float) -> float:
     return weight
 
 
+def takes_lora(pipe: Any) -> bool:
+    """Whether `pipe` can load LoRA files at all (diffusers' LoRA loader mixin; the demo pipeline has none)."""
+    return callable(getattr(pipe, "load_lora_weights", None))
+
+
 def clear_style(model: LoadedModel) -> None:
     """Switch every LoRA off, so the model draws exactly what the base model draws. Loaded adapters stay."""
     if model.active_style is None:
@@ -141,6 +146,13 @@ class StyleLibrary:
             return
         entry = self.get(style)
         weight = _check_strength(entry.strength if strength is None else strength)
+        if not takes_lora(model.pipe):
+            raise InvalidRequest(
+                "style",
+                f"The style {entry.name!r} cannot be applied to the model {model.name!r} "
+                f"({type(model.pipe).__name__}): styles are LoRAs and this model takes none. Leave the style out, "
+                "or pick a Stable Diffusion model.",
+            )
         adapter = self._ensure_loaded(model, entry)
         if model.active_style == (entry.name, weight):
             return

@@ -70,7 +70,7 @@ class _Image:
 @pytest.mark.parametrize("count", range(1, 11))
 async def test_the_result_buttons_fit_any_allowed_count(count: int) -> None:
     view = result_view(cast(Any, _Job()), cast(Any, [_Image(i) for i in range(count)]))
-    labels = [getattr(item, "item", item).label for item in view.children]
+    labels = [cast(Any, item).item.label for item in view.children]
     assert [label for label in labels if label and label[0] in "UV"] == [f"U{n}" for n in range(1, count + 1)] + [
         f"V{n}" for n in range(1, count + 1)
     ]

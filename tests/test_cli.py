@@ -255,7 +255,11 @@ def test_demo_dataset_and_a_full_training_run(tmp_path: Path) -> None:
 
     out = tmp_path / "run"
     env = {"OMP_NUM_THREADS": "1"}
-    trained = imagine("train", str(data), "--full", "--output", str(out), "--steps", "2", "--batch-size", "4", env=env)
+    trained = imagine(
+        "train", str(data), "--full", "--output", str(out), "--steps", "2", "--batch-size", "4",
+        "--rank", "16", "--mixed-precision", "no",  # LoRA-only options at their defaults change nothing
+        env=env,
+    )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     assert trained.stdout.strip() == str(out / "model")
     assert "step 2/2" in trained.stderr
@@ -269,3 +273,28 @@ def test_demo_dataset_and_a_full_training_run(tmp_path: Path) -> None:
     no_base = imagine("train", str(data), "--output", str(out), "--steps", "1")
     assert no_base.returncode == 2
     assert "--base is required" in no_base.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--batch-size", "0"], "imagine: --batch-size must be a whole number of at least 1 (got 0)"),
+        (["--learning-rate", "0"], "imagine: --learning-rate must be above 0 and at most 1 (got 0.0)"),
+        (["--checkpoint-every", "0"], "imagine: --checkpoint-every must be a whole number of at least 1 (got 0)"),
+        (["--resolution", "0"], "resolution must be 32, not 0"),
+        (["--rank", "8"], "imagine: --rank applies to LoRA training; leave it out with --full"),
+        (
+            ["--flip", "--lr-schedule", "cosine"],
+            "imagine: --lr-schedule, --flip apply to LoRA training; leave them out",
+        ),
+        (["--style", "shapes"], "imagine: --style applies to LoRA training; leave it out with --full"),
+    ],
+)
+def test_full_training_refuses_lora_options_and_bad_numbers(tmp_path: Path, args: list[str], says: str) -> None:
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "out"
+    result = imagine("train", str(tmp_path / "data"), "--full", "--output", str(out), "--steps", "1", *args)
+    assert result.returncode == 2
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()

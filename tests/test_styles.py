@@ -201,3 +201,22 @@ def test_a_styled_batch_matches_styled_images_alone(model: LoadedModel, library:
     for images, reference in zip(batched, alone, strict=True):
         for image, single in zip(images, reference, strict=True):
             assert difference(array(image), array(single)) <= 1
+
+
+def test_a_style_on_a_model_that_takes_no_lora_is_an_invalid_request(library: StyleLibrary, tmp_path: Path) -> None:
+    from engine.demo.pipeline import build_pipeline
+
+    torch.manual_seed(0)
+    build_pipeline(32, (32, 32), 1).save_pretrained(str(tmp_path / "tiny-demo"))
+    demo = load_model_spec(ModelSpec(name="tiny-demo", source=str(tmp_path / "tiny-demo")), EngineOptions(device="cpu"))
+
+    with pytest.raises(InvalidRequest) as caught:
+        generate(demo, GenerationSpec(prompt="a red circle", seed=1, steps=2, style="ink"), styles=library)
+
+    assert caught.value.field == "style"
+    assert caught.value.message == (
+        "The style 'ink' cannot be applied to the model 'tiny-demo' (DemoPipeline): styles are LoRAs and this model "
+        "takes none. Leave the style out, or pick a Stable Diffusion model."
+    )
+    [image] = generate(demo, GenerationSpec(prompt="a red circle", seed=1, steps=2), styles=library)
+    assert image.width == 64

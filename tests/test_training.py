@@ -14,9 +14,10 @@ import torch
 from bot_process import IMAGINE, imagine_env
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from bot.cli import main
+from engine.demo import MODEL_DIR
 from engine.jobs import GeneratedImage, GenerationSpec
 from engine.pipeline import LoadedModel, generate, load_model
 from engine.styles import StyleLibrary
@@ -254,6 +255,11 @@ def test_gradient_checkpointing_trains_the_same_weights(tiny_model_dir: Path, da
         ({"class_prompt": "a square"}, "--class-data is missing"),
         ({"class_prompt": "a square", "class_data": Path("c")}, "needs --instance-prompt as well"),
         ({"instance_prompt": " "}, "--instance-prompt is empty"),
+        ({"batch_size": 0}, "--batch-size must be a whole number of at least 1 (got 0)"),
+        ({"gradient_accumulation": 0}, "--gradient-accumulation must be a whole number of at least 1 (got 0)"),
+        ({"resolution": 0}, "--resolution must be a multiple of 8, at least 16 (got 0)"),
+        ({"checkpoint_every": 0}, "--checkpoint-every must be a whole number of at least 1 (got 0)"),
+        ({"validation_every": 0, "validation_prompts": ["x"]}, "--validation-every must be a whole number of at least"),
     ],
 )
 def test_bad_options_are_refused_with_the_option_named(
@@ -262,6 +268,32 @@ def test_bad_options_are_refused_with_the_option_named(
     with pytest.raises(TrainingUsageError) as caught:
         config(data_dir, tmp_path / "no-model", tmp_path / "out", **overrides).check()
     assert says in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"rank": 8}, "--rank applies to LoRA training; leave it out with --full"),
+        ({"flip": True, "mixed_precision": "fp16"}, "--flip, --mixed-precision apply to LoRA training; leave them out"),
+        ({"validation_prompts": ["x"]}, "--validation-prompt applies to LoRA training"),
+        ({"batch_size": 0}, "--batch-size must be a whole number of at least 1 (got 0)"),
+        ({"steps": 0}, "--steps must be a whole number of at least 1 (got 0)"),
+        ({"learning_rate": 0.0}, "--learning-rate must be above 0"),
+        ({"checkpoint_every": 0}, "--checkpoint-every must be a whole number of at least 1 (got 0)"),
+    ],
+)
+def test_full_training_refuses_lora_options_and_bad_numbers(
+    overrides: dict[str, object], says: str, tmp_path: Path
+) -> None:
+    full = {"rank": 16, "alpha": None, "learning_rate": 5e-4, "batch_size": 32, **overrides}
+    with pytest.raises(TrainingUsageError) as caught:
+        config(tmp_path, tmp_path / "demo", tmp_path / "out", **full).check_full()
+    assert says in str(caught.value)
+
+
+def test_full_training_accepts_lora_options_left_at_their_defaults(tmp_path: Path) -> None:
+    defaults = {"rank": 16, "flip": False, "mixed_precision": "no", "validation_prompts": [], "warmup_steps": 0}
+    config(tmp_path, tmp_path / "demo", tmp_path / "out", alpha=None, **defaults).check_full()
 
 
 def test_mixed_precision_is_refused_on_a_cpu(data_dir: Path, tmp_path: Path) -> None:
@@ -379,13 +411,34 @@ def test_metadata_problems_name_the_line(tmp_path: Path) -> None:
     ]
 
 
-def test_mixed_modes_are_refused(tmp_path: Path) -> None:
+def test_metadata_and_sidecars_that_agree_are_read_as_one(tmp_path: Path) -> None:
     folder = captioned_folder(tmp_path / "data")
-    lines = [json.dumps({"file_name": f"{name}.png", "text": name}) for name in COLOURS]
+    lines = [json.dumps({"file_name": f"{name}.png", "text": f"a {name} square"}) for name in COLOURS]
     (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-    [mixed] = problems_of(folder)
-    assert "mixes metadata.jsonl with .txt caption files" in mixed
+    (folder / "red.txt").unlink()  # an image captioned by the metadata alone is fine too
+    found = load_examples(folder, resolution=RESOLUTION, instance_prompt=None)
+    assert sorted(e.caption for e in found) == sorted(f"a {name} square" for name in COLOURS)
 
+
+def test_metadata_and_sidecars_that_disagree_are_each_reported(tmp_path: Path) -> None:
+    folder = captioned_folder(tmp_path / "data")
+    write_image(folder / "extra.png", (5, 5, 5))
+    (folder / "extra.txt").write_text("an extra square")
+    lines = [json.dumps({"file_name": f"{name}.png", "text": f"a {name} square"}) for name in COLOURS]
+    lines[1] = json.dumps({"file_name": "green.png", "text": "a lime square"})
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "blue.txt").write_text("a navy square\n")
+
+    fix = "remove one of the two caption sources (the .txt files or metadata.jsonl)"
+    assert problems_of(folder) == [
+        f'{folder / "blue.txt"}: says "a navy square" but metadata.jsonl says "a blue square" for blue.png: {fix}',
+        f"{folder / 'extra.png'}: has a caption in extra.txt but no line in metadata.jsonl: add the line, or delete "
+        "metadata.jsonl to caption by the .txt files alone",
+        f'{folder / "green.txt"}: says "a green square" but metadata.jsonl says "a lime square" for green.png: {fix}',
+    ]
+
+
+def test_instance_prompt_with_captions_is_refused(tmp_path: Path) -> None:
     sidecars = captioned_folder(tmp_path / "sidecars")
     [both] = problems_of(sidecars, instance_prompt="a sks square")
     assert "--instance-prompt gives every image the same caption: drop one of the two" in both
@@ -396,7 +449,28 @@ def test_too_few_images(tmp_path: Path) -> None:
     write_image(folder / "only.png", (1, 1, 1))
     [few] = problems_of(folder, instance_prompt="a thing")
     assert few == f"{folder}: has 1 image(s); training needs at least 2: add more"
-    assert "needs at least 8" in problems_of(captioned_folder(tmp_path / "four"), batch_size=8)[0]
+    [big_batch] = problems_of(captioned_folder(tmp_path / "four"), batch_size=8)
+    assert big_batch.endswith(
+        "has 4 image(s); training needs at least 8 at --batch-size 8: add more or lower --batch-size to 4"
+    )
+
+
+def test_too_few_usable_images_is_reported_with_the_unusable_ones(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    write_image(folder / "a.png", (1, 1, 1))
+    (folder / "b.png").write_bytes(b"not a png")
+    assert problems_of(folder, instance_prompt="a thing") == [
+        f"{folder / 'b.png'}: cannot be read as an image (UnidentifiedImageError): re-save it or remove it",
+        f"{folder}: has 1 usable image(s) of 2; training needs at least 2: fix the problems above or add more",
+    ]
+
+
+def test_a_demo_dataset_is_read_as_it_is_written(tmp_path: Path) -> None:
+    from engine.demo.dataset import write_dataset
+
+    samples = write_dataset(tmp_path / "shapes", 6, seed=2)
+    found = load_examples(tmp_path / "shapes", resolution=64, instance_prompt=None)
+    assert [e.caption for e in found] == [item.caption for item in samples]
 
 
 def test_class_data_problems(tmp_path: Path) -> None:
@@ -484,6 +558,53 @@ def test_generate_with_lora_draws_the_trained_style(
     assert not (tmp_path / "x").exists()
 
 
+def test_cli_trains_a_lora_on_the_demo_dataset_as_written(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data, out = tmp_path / "shapes", tmp_path / "out"
+    written = imagine("demo", "dataset", str(data), "--count", "4")
+    assert written.returncode == 0, written.stderr
+    assert (data / "metadata.jsonl").is_file()  # both caption sources
+    assert (data / "00000.txt").is_file()
+    result = imagine(
+        "train", str(data), "--base", str(tiny_model_dir), "--output", str(out), "--steps", "2", "--resolution", "64"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(out / LORA_FILE)]
+    assert json.loads((out / "training.json").read_text())["images"] == 4
+
+
+@pytest.mark.skipif(not (MODEL_DIR / "model_index.json").is_file(), reason="the trained demo model is not bundled")
+def test_generate_with_a_lora_on_the_demo_model_is_a_usage_error(
+    trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IMAGINE_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("IMAGINE_ENGINE_DEVICE", "cpu")
+    code = main(
+        ["generate", "a red square", "--model", "demo", "--out", str(tmp_path / "x"), "--lora", str(trained.lora)]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"imagine: The LoRA {trained.lora} cannot be applied to the model 'demo' (DemoPipeline): LoRAs from imagine "
+        "train fit Stable Diffusion 1.x/2.x models. Pick one with --model, or leave out --lora."
+    ]
+    assert not (tmp_path / "x").exists()
+
+
+def test_generate_with_a_lora_that_does_not_fit_is_a_usage_error(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IMAGINE_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("IMAGINE_ENGINE_DEVICE", "cpu")
+    broken = tmp_path / "broken.safetensors"
+    save_file({"something.else": torch.ones(2, 2)}, str(broken))
+    code = main(
+        ["generate", "a cat", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--lora", str(broken)]
+    )
+    assert code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"imagine: The LoRA {broken} does not fit the model '{tiny_model_dir}' (")
+    assert line.endswith("): use a LoRA trained on this model.")
+
+
 def test_cli_reports_every_dataset_problem_and_exits_2(tmp_path: Path) -> None:
     data = tmp_path / "photos"
     write_image(data / "one.png", (1, 2, 3))
@@ -494,12 +615,13 @@ def test_cli_reports_every_dataset_problem_and_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
-    assert lines[0] == "imagine: the dataset has 3 problem(s); nothing was trained:"
-    assert len(lines) == 4
+    assert lines[0] == "imagine: the dataset has 4 problem(s); nothing was trained:"
+    assert len(lines) == 5
     text = result.stderr
     assert f"{data / 'one.png'}: has no caption: write it in one.txt, or pass --instance-prompt" in text
     assert f"{data / 'one.png'}: is only 24x20; at --resolution 512" in text
     assert f"{data / 'two.png'}: cannot be read as an image" in text
+    assert f"{data}: has 0 usable image(s) of 2; training needs at least 2" in lines[-1]
     assert not out.exists()
 
 
@@ -509,6 +631,9 @@ def test_cli_reports_every_dataset_problem_and_exits_2(tmp_path: Path) -> None:
         (["--steps", "0"], "imagine: --steps must be a whole number of at least 1 (got 0)"),
         (["--steps", "3", "--mixed-precision", "bf16"], "imagine: --mixed-precision bf16 needs a CUDA GPU"),
         (["--steps", "many"], "steps must be a whole number (got 'many')"),
+        (["--steps", "3", "--batch-size", "0"], "imagine: --batch-size must be a whole number of at least 1 (got 0)"),
+        (["--steps", "3", "--resolution", "0"], "imagine: --resolution must be a multiple of 8, at least 16 (got 0)"),
+        (["--steps", "3", "--learning-rate", "0"], "imagine: --learning-rate must be above 0 and at most 1 (got 0.0)"),
     ],
 )
 def test_cli_bad_train_options_exit_2_with_one_line(data_dir: Path, tmp_path: Path, args: list[str], says: str) -> None:

@@ -181,8 +181,8 @@ class DemoPipeline(_DiffusionPipeline):  # type: ignore[misc]  # diffusers is un
             noise = [torch.randn(shape, generator=g, device=g.device if g else device, dtype=dtype) for g in generators]
             latents = torch.stack(noise).to(device)
             if sources is not None and len(timesteps):
-                pixels = (shape[1] * UNSHUFFLE, shape[2] * UNSHUFFLE)
-                clean = to_model_space(from_images(sources, pixels).to(device=device, dtype=dtype))
+                drawn = (shape[1] * UNSHUFFLE, shape[2] * UNSHUFFLE)
+                clean = to_model_space(from_images(sources, drawn).to(device=device, dtype=dtype))
                 latents = self.scheduler.add_noise(clean, latents, timesteps[:1].repeat(count))
         guided = guidance_scale > 1.0
         states, pooled = self._embed(prompts + negatives if guided else prompts)

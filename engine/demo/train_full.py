@@ -175,8 +175,11 @@ def train_full(
     pipeline (EMA weights) to `output/model`, loadable with `DemoPipeline.from_pretrained`."""
     if resolution != PIXELS:
         raise ValueError(f"the demo pipeline draws at {PIXELS}x{PIXELS}; resolution must be {PIXELS}, not {resolution}")
-    if steps < 1 or batch_size < 1:
-        raise ValueError("steps and batch_size must be at least 1")
+    for name, count in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+        if count < 1:
+            raise ValueError(f"{name} must be at least 1, not {count}")
+    if not (math.isfinite(learning_rate) and 0 < learning_rate <= 1):
+        raise ValueError(f"learning_rate must be above 0 and at most 1, not {learning_rate}")
     if threads is not None:
         torch.set_num_threads(threads)
     say = on_log or log.info

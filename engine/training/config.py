@@ -17,6 +17,31 @@ TARGET_MODULES = ("to_k", "to_q", "to_v", "to_out.0")
 # Settings a checkpoint must share with the run that resumes from it; anything else may change on resume.
 RESUME_MUST_MATCH = ("base", "rank", "alpha", "batch_size", "gradient_accumulation", "seed", "resolution", "buckets")
 
+# The settings only LoRA training reads, and their options: `--full` trains the demo model by its own fixed recipe.
+LORA_ONLY = {
+    "rank": "--rank",
+    "alpha": "--alpha",
+    "lr_schedule": "--lr-schedule",
+    "warmup_steps": "--warmup-steps",
+    "gradient_accumulation": "--gradient-accumulation",
+    "crop": "--crop",
+    "buckets": "--buckets",
+    "flip": "--flip",
+    "caption_dropout": "--caption-dropout",
+    "min_snr_gamma": "--min-snr-gamma",
+    "noise_offset": "--noise-offset",
+    "mixed_precision": "--mixed-precision",
+    "gradient_checkpointing": "--gradient-checkpointing",
+    "instance_prompt": "--instance-prompt",
+    "class_prompt": "--class-prompt",
+    "class_data": "--class-data",
+    "num_class_images": "--num-class-images",
+    "prior_loss_weight": "--prior-loss-weight",
+    "validation_prompts": "--validation-prompt",
+    "validation_every": "--validation-every",
+    "kohya": "--kohya",
+}
+
 
 @dataclass
 class TrainConfig:
@@ -76,8 +101,7 @@ class TrainConfig:
         _at_least("--rank", self.rank, 1)
         if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
             raise TrainingUsageError(f"--alpha must be a number above 0 (got {self.alpha})")
-        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= 1):
-            raise TrainingUsageError(f"--learning-rate must be above 0 and at most 1 (got {self.learning_rate})")
+        self._check_learning_rate()
         _one_of("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
         _at_least("--warmup-steps", self.warmup_steps, 0)
         if self.warmup_steps >= self.steps and self.warmup_steps > 0:
@@ -106,6 +130,24 @@ class TrainConfig:
                 raise TrainingUsageError("--validation-every needs at least one --validation-prompt")
         if self.checkpoint_every is not None:
             _at_least("--checkpoint-every", self.checkpoint_every, 1)
+
+    def check_full(self) -> None:
+        """`check` for `--full` (the demo model trained whole): refuse LoRA-only options set to anything but their
+        default, and the shared numbers out of range. The resolution is the demo recipe's to check."""
+        defaults = TrainConfig(self.data, self.base, self.output, self.steps)
+        given = [option for name, option in LORA_ONLY.items() if getattr(self, name) != getattr(defaults, name)]
+        if given:
+            verb, pronoun = ("applies", "it") if len(given) == 1 else ("apply", "them")
+            raise TrainingUsageError(f"{', '.join(given)} {verb} to LoRA training; leave {pronoun} out with --full")
+        _at_least("--steps", self.steps, 1)
+        _at_least("--batch-size", self.batch_size, 1)
+        self._check_learning_rate()
+        if self.checkpoint_every is not None:
+            _at_least("--checkpoint-every", self.checkpoint_every, 1)
+
+    def _check_learning_rate(self) -> None:
+        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= 1):
+            raise TrainingUsageError(f"--learning-rate must be above 0 and at most 1 (got {self.learning_rate})")
 
     def _check_prior(self) -> None:
         given = [

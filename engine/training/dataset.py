@@ -2,7 +2,8 @@
 
 Three shapes of data are accepted as they are:
 - captions in sidecars: `cat.png` + `cat.txt` (kohya, SimpleTuner, EveryDream), in the folder or below it;
-- `metadata.jsonl` in the folder, one `{"file_name": "cat.png", "text": "a cat"}` per line (diffusers imagefolder);
+- `metadata.jsonl` in the folder, one `{"file_name": "cat.png", "text": "a cat"}` per line (diffusers imagefolder),
+  with or without `.txt` sidecars that say the same (`imagine demo dataset` writes both);
 - no captions, one `--instance-prompt` for every image (DreamBooth).
 
 Every problem is collected before anything is raised, so one run reports them all. The batch order and every
@@ -119,6 +120,43 @@ def _sidecar_caption(image: Path, problems: list[DatasetProblem]) -> str | None:
     return caption
 
 
+def _metadata_caption(image: Path, metadata: dict[Path, str], problems: list[DatasetProblem]) -> str | None:
+    """The caption `metadata.jsonl` gives `image`. A `.txt` sidecar may say the same (the demo dataset writes both,
+    for other trainers); one that says something else, or captions an image the metadata leaves out, is reported."""
+    caption = metadata.get(image.resolve())
+    sidecar = image.with_suffix(".txt")
+    if not sidecar.is_file():
+        if caption is None:
+            problems.append(
+                DatasetProblem(str(image), f"has no line in {METADATA_FILE}: add one, or move the image out")
+            )
+        return caption
+    try:
+        written = sidecar.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(DatasetProblem(str(sidecar), f"cannot be read ({exc}): save it as UTF-8 text"))
+        return None
+    if caption is None:
+        problems.append(
+            DatasetProblem(
+                str(image),
+                f"has a caption in {sidecar.name} but no line in {METADATA_FILE}: add the line, or delete "
+                f"{METADATA_FILE} to caption by the .txt files alone",
+            )
+        )
+        return None
+    if written != caption:
+        problems.append(
+            DatasetProblem(
+                str(sidecar),
+                f'says "{written}" but {METADATA_FILE} says "{caption}" for {image.name}: remove one of the two '
+                f"caption sources (the .txt files or {METADATA_FILE})",
+            )
+        )
+        return None
+    return caption
+
+
 def load_examples(folder: Path, *, resolution: int, instance_prompt: str | None, batch_size: int = 1) -> list[Example]:
     """Every image in `folder` with its caption, or `DatasetError` listing every problem found."""
     problems: list[DatasetProblem] = []
@@ -130,14 +168,6 @@ def load_examples(folder: Path, *, resolution: int, instance_prompt: str | None,
     has_metadata = (folder / METADATA_FILE).is_file()
     sidecars = [image for image in images if image.with_suffix(".txt").is_file()]
     metadata = _read_metadata(folder, problems) if has_metadata else {}
-    if has_metadata and sidecars:
-        problems.append(
-            DatasetProblem(
-                str(folder),
-                f"mixes {METADATA_FILE} with .txt caption files ({sidecars[0].with_suffix('.txt').name} and "
-                f"{len(sidecars) - 1} more): keep one way of captioning",
-            )
-        )
     if instance_prompt is not None and (has_metadata or sidecars):
         source = METADATA_FILE if has_metadata else f".txt captions ({sidecars[0].with_suffix('.txt').name}, ...)"
         problems.append(
@@ -150,11 +180,7 @@ def load_examples(folder: Path, *, resolution: int, instance_prompt: str | None,
     examples: list[Example] = []
     for image in images:
         if has_metadata:
-            caption: str | None = metadata.get(image.resolve())
-            if caption is None:
-                problems.append(
-                    DatasetProblem(str(image), f"has no line in {METADATA_FILE}: add one, or move the image out")
-                )
+            caption: str | None = _metadata_caption(image, metadata, problems)
         elif instance_prompt is not None:
             caption = instance_prompt
         else:
@@ -174,14 +200,24 @@ def load_examples(folder: Path, *, resolution: int, instance_prompt: str | None,
         problems.append(
             DatasetProblem(str(folder), f"holds no images ({', '.join(IMAGE_SUFFIXES)}): point at the image folder")
         )
-    elif len(images) < max(MIN_IMAGES, batch_size):
-        least = max(MIN_IMAGES, batch_size)
-        problems.append(
-            DatasetProblem(str(folder), f"has {len(images)} image(s); training needs at least {least}: add more")
-        )
+    elif len(examples) < max(MIN_IMAGES, batch_size):
+        problems.append(DatasetProblem(str(folder), _too_few(len(examples), len(images), batch_size)))
     if problems:
         raise DatasetError(problems)
     return examples
+
+
+def _too_few(usable: int, found: int, batch_size: int) -> str:
+    least = max(MIN_IMAGES, batch_size)
+    have = f"{usable} image(s)" if usable == found else f"{usable} usable image(s) of {found}"
+    need = f"training needs at least {least}" + (f" at --batch-size {batch_size}" if batch_size > MIN_IMAGES else "")
+    fixes = ["add more"]
+    if usable < found:
+        fixes.insert(0, "fix the problems above")
+    if batch_size > MIN_IMAGES and usable >= MIN_IMAGES:
+        fixes.append(f"lower --batch-size to {usable}")
+    fix = fixes[0] if len(fixes) == 1 else f"{', '.join(fixes[:-1])} or {fixes[-1]}"
+    return f"has {have}; {need}: {fix}"
 
 
 def load_class_examples(folder: Path, *, resolution: int, class_prompt: str) -> list[Example]:

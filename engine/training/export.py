@@ -15,11 +15,16 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
+from engine.errors import InvalidRequest
+from engine.styles import takes_lora
 from engine.training.errors import TrainingUsageError
+
+if TYPE_CHECKING:
+    from engine.pipeline import LoadedModel
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 KOHYA_FILE = "pytorch_lora_weights_kohya.safetensors"
@@ -98,7 +103,24 @@ def lora_file(path: Path) -> Path:
     return path
 
 
-def apply_lora(pipe: Any, path: Path, scale: float) -> None:
-    """Load the LoRA at `path` (file or training folder) into `pipe` and switch it on at `scale`."""
-    pipe.load_lora_weights(str(lora_file(path)), adapter_name=ADAPTER_NAME)
+def apply_lora(model: LoadedModel, path: Path, scale: float) -> None:
+    """Load the LoRA at `path` (file or training folder) into `model` and switch it on at `scale`.
+
+    `InvalidRequest` (field "lora") when the model takes no LoRA or this one does not fit it."""
+    file = lora_file(path)
+    pipe = model.pipe
+    if not takes_lora(pipe):
+        raise InvalidRequest(
+            "lora",
+            f"The LoRA {file} cannot be applied to the model {model.name!r} ({type(pipe).__name__}): LoRAs from "
+            "imagine train fit Stable Diffusion 1.x/2.x models. Pick one with --model, or leave out --lora.",
+        )
+    try:
+        pipe.load_lora_weights(str(file), adapter_name=ADAPTER_NAME)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidRequest(
+            "lora",
+            f"The LoRA {file} does not fit the model {model.name!r} ({first}): use a LoRA trained on this model.",
+        ) from exc
     pipe.set_adapters([ADAPTER_NAME], adapter_weights=[scale])
