@@ -8,6 +8,7 @@ import pytest
 
 from bot.discord import text
 from bot.discord.buttons import _answered, result_view
+from bot.discord.reporter import InteractionReporter
 
 
 @dataclass
@@ -75,3 +76,42 @@ async def test_the_result_buttons_fit_any_allowed_count(count: int) -> None:
         f"V{n}" for n in range(1, count + 1)
     ]
     assert len(view.children) == 2 * count + 4
+
+
+@dataclass
+class _Desk:
+    can_deliver: bool
+
+
+@dataclass
+class _Client:
+    review_desk: _Desk
+
+
+@dataclass
+class _Original:
+    edits: list[tuple[str, Any]] = field(default_factory=list)
+
+    async def edit_original_response(self, *, content: str, view: Any = None) -> None:
+        self.edits.append((content, view))
+
+
+@pytest.mark.parametrize(
+    ("desk", "held", "category", "appeal"),
+    [
+        (True, 0, "sexual", True),  # blocked, and there is somewhere to appeal to
+        (False, 0, "sexual", False),  # no review channel: nowhere to appeal to
+        (True, 1, "sexual", False),  # held: a moderator reviews it anyway
+        (True, 0, "sexual/minors", False),  # never appealable
+    ],
+)
+async def test_a_withheld_result_offers_an_appeal_only_where_one_can_be_made(
+    desk: bool, held: int, category: str, appeal: bool
+) -> None:
+    interaction = _Original()
+    reporter = InteractionReporter(cast(Any, _Client(_Desk(desk))), cast(Any, interaction))
+    await reporter.withheld(cast(Any, _Job()), held=held, blocked=1 - held, category=category)
+    ((content, view),) = interaction.edits
+    assert "image check" in content
+    buttons = [cast(Any, item).item.custom_id for item in view.children] if view is not None else []
+    assert buttons == ([f"imagine:appeal:{_Job().id}"] if appeal else [])

@@ -138,7 +138,13 @@ class InteractionReporter:
         await self._edit(text.still_waiting(job))
 
     async def withheld(self, job: JobRecord, *, held: int, blocked: int, category: str | None) -> None:
-        await self._edit(text.withheld(job, held=held, blocked=blocked, category=category), view=_appeal_view(job.id))
+        content = text.withheld(job, held=held, blocked=blocked, category=category)
+        # An appeal needs a review channel to go to, and sexual content involving minors has none to make.
+        desk = getattr(self.client, "review_desk", None)
+        if held or desk is None or not desk.can_deliver or category == "sexual/minors":
+            await self._edit(content)
+        else:
+            await self._edit(content, view=_appeal_view(job.id))
 
     async def reviewed(self, job: JobRecord, *, approved: bool) -> None:
         """Tell the member what a moderator decided: on the original message while its token lives, else in
