@@ -297,6 +297,10 @@ _CLOTHING = _STRONG_CLOTHING | _phrases(
     "lingerie, leotard, robe, towel, jacket, coat, sweater, hoodie, blouse, apparel, outfit, uniform"
 )
 _JOINERS = _phrases("and, or, with, wearing, any, all, a, an, the, of, too much, much, many")
+# Who wears the clothes, and "on", may stand with them: "fully clothed woman", "clothes on", "covered body".
+_CLOTHING_JOINERS = _JOINERS | _phrases(
+    "woman, women, man, men, girl, girls, person, people, body, bodies, on, her, his"
+)
 _ADULT_STRONG = _phrases(
     "adult, adults, grown up, grownup, grown, adult woman, adult man, adult body, adult face, adult features, "
     "of age, legal age, over 18, eighteen, aged 18, womanly, manly, adult proportions"
@@ -312,7 +316,9 @@ def _split_negative(negative: str) -> list[list[str]]:
     return [words for words in (normalize(item).split() for item in items) if words]
 
 
-def _item_terms(words: Sequence[str], vocabulary: frozenset[str]) -> set[str] | None:
+def _item_terms(
+    words: Sequence[str], vocabulary: frozenset[str], joiners: frozenset[str] = _JOINERS
+) -> set[str] | None:
     """The vocabulary terms an item consists of (joiners allowed in between), or None if it has anything else."""
     found: set[str] = set()
     i = 0
@@ -328,7 +334,7 @@ def _item_terms(words: Sequence[str], vocabulary: frozenset[str]) -> set[str] | 
                 i += size
                 break
         else:
-            if words[i] not in _JOINERS:
+            if words[i] not in joiners:
                 return None
             i += 1
     return found
@@ -471,8 +477,12 @@ class RuleSet:
         adult: set[str] = set()
         alive: set[str] = set()
         for words in _split_negative(negative):
-            for vocabulary, bucket in ((_CLOTHING, clothing), (_ADULT_STRONG | _ADULT_WEAK, adult), (_ALIVE, alive)):
-                terms = _item_terms(words, vocabulary)
+            for vocabulary, bucket, joiners in (
+                (_CLOTHING, clothing, _CLOTHING_JOINERS),
+                (_ADULT_STRONG | _ADULT_WEAK, adult, _JOINERS),
+                (_ALIVE, alive, _JOINERS),
+            ):
+                terms = _item_terms(words, vocabulary, joiners)
                 if terms:
                     bucket.update(terms)
         person = bool({"people", "minors"} & tags.keys()) or MINOR_AGE.search(text) is not None

@@ -309,6 +309,7 @@ def test_a_policy_can_allow_a_category() -> None:
         ("ancient ruins", "intact, clean"),
         ("a landscape", "people, person, loli, child, gore, blood"),
         ("a man at the beach", "shirt"),
+        ("a woman", "bad hands, clothes on the floor"),
     ],
 )
 def test_benign_negative_prompts_pass(prompt: str, negative: str) -> None:
@@ -326,6 +327,9 @@ def test_benign_negative_prompts_pass(prompt: str, negative: str) -> None:
         ("a man", "sfw", "sexual"),
         ("a woman", "censored, mosaic", "sexual"),
         ("a woman", "clothes and underwear", "sexual"),
+        ("a woman", "fully clothed woman", "sexual"),
+        ("a woman", "clothes on", "sexual"),
+        ("a woman", "covered body", "sexual"),
         ("a girl", "adult, mature, old", "sexual/minors"),
         ("a nude girl", "mature", "sexual/minors"),
         ("a girl in a bikini", "adult", "sexual/minors"),
