@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from bot.db.store import Ban, JobRecord, QuotaState
 from bot.orchestrator import Delivery, Refusal
@@ -366,8 +366,11 @@ def quota(state: QuotaState) -> str:
         if state.retry_after_seconds
         else ""
     )
+    # Daily budgets are counted per UTC day: say when the next one starts, in the member's own time zone.
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     budget = (
-        f"\n**GPU time today:** {state.gpu_seconds_today:.0f} of {tier.daily_gpu_seconds:g} s."
+        f"\n**GPU time today:** {state.gpu_seconds_today:.0f} of {tier.daily_gpu_seconds:g} s; "
+        f"a new day's budget starts <t:{int(midnight.timestamp())}:R>."
         if tier.daily_gpu_seconds is not None
         else ""
     )

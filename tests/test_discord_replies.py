@@ -1,14 +1,18 @@
-"""A button whose handler fails still answers the member (discord.py's views would only log it)."""
+"""What the bot answers outside the end-to-end flows: a failing button, the result buttons for any count, the appeal
+on a withheld result, the quota text."""
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import discord
 import pytest
 
+from bot.db.store import QuotaState
 from bot.discord import text
 from bot.discord.buttons import _answered, result_view
 from bot.discord.reporter import InteractionReporter
+from moderation.quota import Tier
 
 
 @dataclass
@@ -115,3 +119,14 @@ async def test_a_withheld_result_offers_an_appeal_only_where_one_can_be_made(
     assert "image check" in content
     buttons = [cast(Any, item).item.custom_id for item in view.children] if view is not None else []
     assert buttons == ([f"imagine:appeal:{_Job().id}"] if appeal else [])
+
+
+def test_info_says_when_the_daily_gpu_budget_starts_again() -> None:
+    state = QuotaState(
+        tier=Tier(daily_gpu_seconds=600), tokens=3, active_jobs=0, gpu_seconds_today=120, retry_after_seconds=None
+    )
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    shown = text.quota(state)
+    assert "120 of 600 s" in shown
+    assert f"<t:{int(midnight.timestamp())}:R>" in shown
+    assert "<t:" not in text.quota(QuotaState(Tier(), 3, 0, 0, None))  # no budget, nothing to reset
