@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot import messages
+
 if TYPE_CHECKING:
     from bot.db.store import JobRecord, OverQuota
     from bot.orchestrator import Refusal
@@ -50,32 +52,16 @@ class ReviewDesk(Protocol):
         ...
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} seconds"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} minutes"
-    return f"{seconds / 3600:.1f} hours"
-
-
 def quota_refusal(over: OverQuota) -> Refusal:
     from bot.orchestrator import Refusal
 
     admission, tier, usage = over.admission, over.tier, over.usage
-    retry = admission.retry_after_seconds
-    later = f" Try again in about {_duration(retry)}." if retry else ""
-    reason = admission.reason
-    if reason == "concurrent":
-        words = (
-            f"You already have {usage.active_jobs} job(s) in progress; the limit is {tier.max_concurrent} at a time. "
-            "Wait for one to finish, then try again."
-        )
-    elif reason == "gpu_budget":
-        words = f"You have used today's image-making time ({tier.daily_gpu_seconds or 0:g} GPU seconds).{later}"
-    elif reason == "guild_cap":
-        words = f"This server has made as many images today as it allows.{later}"
-    elif reason == "rate":
-        words = f"You are making images faster than this server allows ({tier.refill_per_hour:g} an hour).{later}"
-    else:
-        words = f"You are over this server's limits.{later}"
+    words = messages.over_quota(
+        admission.reason,
+        retry_after_seconds=admission.retry_after_seconds,
+        active_jobs=usage.active_jobs,
+        max_concurrent=tier.max_concurrent,
+        daily_gpu_seconds=tier.daily_gpu_seconds,
+        refill_per_hour=tier.refill_per_hour,
+    )
     return Refusal("busy", words)

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot import messages
 from bot.config import Settings
 from bot.db.models import JobStatus
 from bot.db.store import Ban, JobRecord, JobStore, NewJob, OverQuota, Settled, StoredImage, utcnow
@@ -32,9 +33,6 @@ from moderation.prompt_gate import PromptGate
 log = logging.getLogger(__name__)
 
 _IDLE_POLL_SECONDS = 1.0
-_CHECK_FAILED = (
-    "The prompt could not be checked right now, so it was not queued. This is not your doing: try again later."
-)
 
 
 @dataclass(frozen=True)
@@ -50,8 +48,7 @@ class Refusal:
 
 
 def _ban_text(ban: Ban) -> str:
-    until = "for good" if ban.until is None else f"until <t:{int(ban.until.timestamp())}:f>"
-    return f"You may not make images here {until}. Reason: {ban.reason}. A moderator of this server can lift it."
+    return messages.banned(int(ban.until.timestamp()) if ban.until is not None else None, ban.reason)
 
 
 def _join(*parts: str) -> str:
@@ -224,19 +221,10 @@ class Orchestrator:
             if decision.layer == "error":
                 # The gate failed closed; it was no rule of ours, so there is nothing to appeal.
                 gate_data["error"] = decision.detail[:500]
-                refusal = Refusal("error", _CHECK_FAILED, detail=decision.detail[:500])
+                refusal = Refusal("error", messages.CHECK_FAILED, detail=decision.detail[:500])
             elif not decision.allowed:
                 category = decision.category
-                if category in ALWAYS_BLOCKED:
-                    why = (
-                        f"This prompt was stopped by the rule against {decision.label}. That rule holds everywhere, "
-                        "with no exceptions, so it cannot be appealed."
-                    )
-                else:
-                    why = (
-                        f"This prompt was stopped by the rule against {decision.label}. If you think that is a "
-                        "mistake, ask a moderator of this server to look at it."
-                    )
+                why = messages.prompt_blocked(decision.label, appealable=category not in ALWAYS_BLOCKED)
                 refusal = Refusal("blocked", why, detail=f"{category} ({decision.layer}, score {decision.score:.2f})")
                 new = replace(new, options={**new.options, "gate_category": category})
             elif (safety := self._safety_negative(policy)) is not None:
@@ -251,7 +239,7 @@ class Orchestrator:
             log.exception("prompt check failed for job %s", job_id)
             failure = f"{type(error).__name__}: {error}"[:500]
             gate_data = {"decision": "refused", "layer": "error", "error": failure}
-            refusal = Refusal("error", _CHECK_FAILED, detail=failure)
+            refusal = Refusal("error", messages.CHECK_FAILED, detail=failure)
         if refusal is not None:
             await asyncio.to_thread(self.store.reject, new, f"{refusal.kind}: {refusal.detail or refusal.reason}")
             if refusal.kind in ("blocked", "error"):
@@ -359,14 +347,11 @@ class Orchestrator:
         """Requests are taken only where the guild's policy allows, and in direct messages only if enabled."""
         if request.guild_id is None:
             if request.channel_id is not None and not self.settings.bot.allow_direct_messages:
-                raise InvalidRequest(
-                    "channel", "Images are not made in direct messages here. Use the bot in a server channel."
-                )
+                raise InvalidRequest("channel", messages.no_direct_messages())
             return
         policy = self.settings.policies.for_guild(request.guild_id)
         if not policy.allows_channel(request.channel_id):
-            where = ", ".join(f"<#{channel}>" for channel in sorted(policy.channels))
-            raise InvalidRequest("channel", f"Images are not made in this channel. Use {where}.")
+            raise InvalidRequest("channel", messages.wrong_channel(policy.channels))
 
     async def _source_image(self, parent_id: str, index: int | None) -> bytes:
         """The stored file of image `index` of job `parent_id`, if it was posted (never a withheld one, nor one of
@@ -374,13 +359,11 @@ class Orchestrator:
         parent = await asyncio.to_thread(self.store.get, parent_id)
         image = next((i for i in parent.images if i.index == (index or 0)), None) if parent else None
         if parent is None or parent.status is JobStatus.DECLINED or image is None or not image.postable:
-            raise InvalidRequest("image", "That image is no longer available, so it cannot be varied or upscaled.")
+            raise InvalidRequest("image", messages.image_unavailable())
         try:
             return await asyncio.to_thread(Path(image.path).read_bytes)
         except OSError:
-            raise InvalidRequest(
-                "image", "That image's file has been removed, so it cannot be varied or upscaled."
-            ) from None
+            raise InvalidRequest("image", messages.image_file_removed()) from None
 
     async def derive(
         self,
@@ -404,7 +387,7 @@ class Orchestrator:
         if kind in ("variation", "upscale"):
             image = next((i for i in parent.images if i.index == index), None)
             if image is None:
-                await reporter.refused(Refusal("invalid", f"Job {parent.id[:8]} has no image {index + 1}."))
+                await reporter.refused(Refusal("invalid", messages.no_such_image(parent.id, index + 1)))
                 return Refusal("invalid", "no such image")
             count, width, height = 1, image.width, image.height
             strength = VARIATION_STRENGTH
