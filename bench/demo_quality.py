@@ -5,8 +5,9 @@
    background colour, shape colour and shape class the checker reads as asked.
 2. A concept the base model never saw: "striped". The share of striped samples for "a {colour} striped {shape}
    on a {background} background" (held-out combinations without white, the stripes' colour) before and after a
-   LoRA fine-tune (rank 16, with the word's embedding) on 20 generated striped images and their plain twins,
-   trained inside this run.
+   LoRA fine-tune on 20 generated striped images and their plain twins, trained inside this run by `imagine
+   train`'s own code (engine.training: rank 16, UNet and text encoder) and loaded back from its file the way
+   `imagine generate --lora` does.
 
     python bench/demo_quality.py --json [--model demo] [--seeds 6] [--lora-steps 600]
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -37,11 +39,16 @@ import torch  # noqa: E402 - after the sys.path fix
 
 from engine.demo.checker import check, is_striped  # noqa: E402
 from engine.demo.dataset import HELD_OUT, SHAPES, STRIPE, Sample, render, write_dataset  # noqa: E402
-from engine.demo.lora import train_lora  # noqa: E402
 from engine.pipeline import load_model  # noqa: E402
+from engine.training import TrainConfig  # noqa: E402
+from engine.training.export import apply_lora  # noqa: E402
+from engine.training.lora import train  # noqa: E402
 
 STEPS = 20
 GUIDANCE = 2.0
+LORA_RANK = 16
+LORA_BATCH = 8
+LORA_LEARNING_RATE = 3e-3
 
 
 def _generate(pipe: Any, prompts: list[str], seeds: list[int], batch: int = 48) -> list[Any]:
@@ -87,11 +94,15 @@ def striped_share(pipe: Any, seeds: int) -> float:
 
 
 def write_plain_twins(folder: Path, striped: list[Sample]) -> None:
-    """Each striped image's plain twin, captioned without "striped": the concept is tied to the word."""
-    for number, item in enumerate(striped):
-        twin = replace(item, texture="plain", caption=item.caption.replace(" striped", ""))
-        render(twin).save(folder / f"plain-{number:05d}.png")
-        (folder / f"plain-{number:05d}.txt").write_text(twin.caption + "\n", encoding="utf-8")
+    """Each striped image's plain twin, captioned without "striped": the concept is tied to the word. Captioned
+    in `.txt` sidecars and in `metadata.jsonl`, as `write_dataset` does."""
+    with (folder / "metadata.jsonl").open("a", encoding="utf-8") as metadata:
+        for number, item in enumerate(striped):
+            twin = replace(item, texture="plain", caption=item.caption.replace(" striped", ""))
+            name = f"plain-{number:05d}"
+            render(twin).save(folder / f"{name}.png")
+            (folder / f"{name}.txt").write_text(twin.caption + "\n", encoding="utf-8")
+            metadata.write(json.dumps({"file_name": f"{name}.png", "text": twin.caption}) + "\n")
 
 
 def main() -> None:
@@ -105,6 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
 
     def say(text: str) -> None:
         if not args.json:
@@ -119,12 +131,25 @@ def main() -> None:
     report["striped_before_pct"] = striped_share(pipe, max(1, args.seeds // 2))
     say(f"striped before fine-tuning: {report['striped_before_pct']}%")
     with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder)
+        data, output = Path(folder) / "data", Path(folder) / "lora"
         write_plain_twins(data, write_dataset(data, args.lora_images, seed=7, texture="striped"))
         lora_started = time.perf_counter()
-        loss = train_lora(pipe, data, steps=args.lora_steps, new_words=["striped"], on_log=say)
-        report["lora_final_loss"] = round(loss, 4)
+        config = TrainConfig(
+            data=data,
+            base=args.model,
+            output=output,
+            steps=args.lora_steps,
+            rank=LORA_RANK,
+            learning_rate=LORA_LEARNING_RATE,
+            batch_size=LORA_BATCH,
+            resolution=32,
+            device="cpu",
+        )
+        result = train(config, progress=not args.json)
+        report["lora_final_loss"] = round(result.losses[-1], 4)
+        report["lora_probe_loss"] = {"before": round(result.probe_before, 4), "after": round(result.probe_after, 4)}
         report["lora_seconds"] = round(time.perf_counter() - lora_started, 1)
+        apply_lora(model, result.lora, 1.0)  # from the file, into the model measured before: what --lora does
     report["striped_after_pct"] = striped_share(pipe, max(1, args.seeds // 2))
     say(f"striped after fine-tuning: {report['striped_after_pct']}%")
     report["lora_images"] = args.lora_images

@@ -84,7 +84,9 @@ def _add_train_parser(commands: Any) -> None:
     train.add_argument("--batch-size", type=_whole("batch size"), help="(default 1 for a LoRA, 32 with --full)")
     train.add_argument("--gradient-accumulation", type=_whole("gradient accumulation"), default=1)
     train.add_argument(
-        "--resolution", type=_whole("resolution"), help="pixels (default 512; the demo architecture draws at 32)"
+        "--resolution",
+        type=_whole("resolution"),
+        help="pixels (default 512; 32, the only size it takes, for the demo model)",
     )
     train.add_argument("--crop", choices=("center", "random"), default="center")
     train.add_argument("--buckets", action="store_true", help="group images by aspect ratio instead of square crops")
@@ -327,7 +329,13 @@ def cmd_demo_dataset(args: argparse.Namespace) -> int:
 
 
 def _train_config(
-    settings: Settings, args: argparse.Namespace, *, base: str, batch_size: int, learning_rate: float
+    settings: Settings,
+    args: argparse.Namespace,
+    *,
+    base: str,
+    batch_size: int,
+    learning_rate: float,
+    resolution: int = 512,
 ) -> TrainConfig:
     """`imagine train`'s options as a `TrainConfig`; `batch_size` and `learning_rate` are this mode's defaults.
     Options the user left out are None here, so a 0 they gave reaches the checks instead of becoming a default."""
@@ -345,7 +353,7 @@ def _train_config(
         warmup_steps=args.warmup_steps,
         batch_size=batch_size if args.batch_size is None else args.batch_size,
         gradient_accumulation=args.gradient_accumulation,
-        resolution=512 if args.resolution is None else args.resolution,
+        resolution=resolution if args.resolution is None else args.resolution,
         crop=args.crop,
         buckets=args.buckets,
         flip=args.flip,
@@ -375,9 +383,11 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     if args.base is None:
         raise UsageError("--base is required: the model to fine-tune (a configured name, hub id or folder).")
     from engine.training import DatasetError, TrainingUsageError
+    from engine.training.config import default_resolution
 
     spec = next((m for m in settings.registry if m.name == args.base), None)
-    config = _train_config(settings, args, base=args.base, batch_size=1, learning_rate=1e-4)
+    resolution = default_resolution(spec.source if spec is not None else args.base)  # 32 for the demo model
+    config = _train_config(settings, args, base=args.base, batch_size=1, learning_rate=1e-4, resolution=resolution)
     try:
         config.check()  # options and data before torch is imported: a typo costs no wait
         from engine.training.dataset import load_examples

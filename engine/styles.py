@@ -79,7 +79,7 @@ def _check_strength(strength: float) -> float:
 
 
 def takes_lora(pipe: Any) -> bool:
-    """Whether `pipe` can load LoRA files at all (diffusers' LoRA loader mixin; the demo pipeline has none)."""
+    """Whether `pipe` can load LoRA files at all (diffusers' LoRA loader mixins; the demo pipeline has SD's)."""
     return callable(getattr(pipe, "load_lora_weights", None))
 
 

@@ -12,6 +12,7 @@ only the rest of the schedule runs, as in diffusers' image-to-image pipelines.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
@@ -80,9 +81,13 @@ def build_scheduler() -> DDIMScheduler:
 
 # Seen through diffusers' lazy imports, mypy would take the dummy placeholder class for the real one.
 _DiffusionPipeline: Any = diffusers.DiffusionPipeline
+_LoraLoader: Any = importlib.import_module("diffusers.loaders").StableDiffusionLoraLoaderMixin
 
 
-class DemoPipeline(_DiffusionPipeline):  # type: ignore[misc]  # diffusers is untyped
+class DemoPipeline(_DiffusionPipeline, _LoraLoader):  # type: ignore[misc]  # diffusers is untyped
+    """LoRAs load as for Stable Diffusion (`load_lora_weights`, `set_adapters`, ...): the mixin reads `unet` and
+    `text_encoder`, which this pipeline has with the same classes."""
+
     model_cpu_offload_seq = "text_encoder->unet"
     _callback_tensor_inputs: ClassVar[list[str]] = ["latents"]
     # Native size for the engine (denoiser sample size x this factor): 16 x 4 = 64, the upscaled display size.

@@ -13,6 +13,10 @@ LR_SCHEDULES = ("constant", "cosine", "linear")
 CROPS = ("center", "random")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TARGET_MODULES = ("to_k", "to_q", "to_v", "to_out.0")
+# The demo model (engine/demo): what its own LoRA fine-tune found to work, and the text encoder's layers.
+DEMO_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "time_emb_proj")
+TEXT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+DEMO_RESOLUTION = 32
 
 # Settings a checkpoint must share with the run that resumes from it; anything else may change on resume.
 RESUME_MUST_MATCH = ("base", "rank", "alpha", "batch_size", "gradient_accumulation", "seed", "resolution", "buckets")
@@ -41,6 +45,21 @@ LORA_ONLY = {
     "validation_every": "--validation-every",
     "kohya": "--kohya",
 }
+
+
+def default_resolution(source: str) -> int:
+    """The --resolution to train at when none is given: `DEMO_RESOLUTION` for the demo model (by its name, or a
+    folder holding a DemoPipeline), otherwise 512 (Stable Diffusion 1.x). Reads at most one small file."""
+    import json
+
+    from engine.demo import DEMO_MODEL, MODEL_DIR
+
+    folder = MODEL_DIR if source == DEMO_MODEL else Path(source).expanduser()
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 512
+    return DEMO_RESOLUTION if isinstance(index, dict) and index.get("_class_name") == "DemoPipeline" else 512
 
 
 @dataclass

@@ -50,15 +50,35 @@ def load_peft_state(unet: Any, state: dict[str, torch.Tensor]) -> None:
         raise TrainingUsageError(f"the checkpoint's LoRA does not fit this model ({key} does not match)")
 
 
-def save_diffusers(output: Path, unet: Any, lora_config: Any) -> Path:
+def save_diffusers(
+    output: Path, unet: Any, lora_config: Any, text_encoder: Any = None, text_encoder_config: Any = None
+) -> Path:
+    """The UNet's LoRA (and the text encoder's, when given) in diffusers' SD format, each with its adapter config."""
     diffusers: Any = importlib.import_module("diffusers")
     utils: Any = importlib.import_module("diffusers.utils")
-    layers = utils.convert_state_dict_to_diffusers(peft_state(unet))
+    layers = _diffusers_names(utils, peft_state(unet))
+    text: dict[str, Any] = {}
+    if text_encoder is not None:
+        text = {
+            "text_encoder_lora_layers": _diffusers_names(utils, peft_state(text_encoder)),
+            "text_encoder_lora_adapter_metadata": text_encoder_config.to_dict(),
+        }
     pipeline_class = cast(Any, diffusers.StableDiffusionPipeline)
     pipeline_class.save_lora_weights(
-        output, unet_lora_layers=layers, unet_lora_adapter_metadata=lora_config.to_dict(), weight_name=LORA_FILE
+        output,
+        unet_lora_layers=layers,
+        unet_lora_adapter_metadata=lora_config.to_dict(),
+        weight_name=LORA_FILE,
+        **text,
     )
     return output / LORA_FILE
+
+
+def _diffusers_names(utils: Any, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """diffusers' names for the layers, where it has them: it has none for convolutions (the demo model's LoRA), and
+    its loader reads all-diffusers or all-peft names but not a mix, so then peft's names are kept throughout."""
+    converted: dict[str, torch.Tensor] = utils.convert_state_dict_to_diffusers(state)
+    return state if any(".lora_A." in key or ".lora_B." in key for key in converted) else converted
 
 
 def save_kohya(output: Path, unet: Any, alpha: float) -> Path:
@@ -113,7 +133,8 @@ def apply_lora(model: LoadedModel, path: Path, scale: float) -> None:
         raise InvalidRequest(
             "lora",
             f"The LoRA {file} cannot be applied to the model {model.name!r} ({type(pipe).__name__}): LoRAs from "
-            "imagine train fit Stable Diffusion 1.x/2.x models. Pick one with --model, or leave out --lora.",
+            "imagine train fit Stable Diffusion 1.x/2.x models and the demo model. Pick one with --model, or leave "
+            "out --lora.",
         )
     try:
         pipe.load_lora_weights(str(file), adapter_name=ADAPTER_NAME)

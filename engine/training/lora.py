@@ -1,10 +1,16 @@
-"""Train a LoRA for a Stable Diffusion model's UNet on a folder of captioned images.
+"""Train a LoRA for a Stable Diffusion 1.x/2.x model's UNet, or for the demo model, on a folder of captioned images.
 
 The recipe is diffusers' own: the VAE, text encoder and UNet stay frozen, a LoRA goes on the UNet's attention
 projections, each step noises the latents with the scheduler's `add_noise` and learns the noise (or the
 velocity, for v-prediction models), optionally weighted by min-SNR. On a GPU the frozen weights may run in
 fp16/bf16 while the LoRA weights, and so their gradients and the optimiser, stay fp32; the VAE always stays fp32
 (an fp16 VAE is where NaN/black images come from).
+
+What differs between model kinds sits behind `_Kind`: how images reach model space (SD: the VAE; demo: pixels
+rearranged, at 32 px only), what the UNet is conditioned on (SD: CLIP states; demo: states and the pooled
+embedding as `class_labels`), and where the LoRA goes. The demo model's LoRA also covers its text encoder, so that
+a word it never learnt (its embedding still random) can come to mean something; the file is diffusers' SD format
+with `unet.` and `text_encoder.` layers, and loads with `load_lora_weights` like any SD LoRA.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from engine.options import EngineOptions
 from engine.pipeline import LoadedModel, load_model_spec
 from engine.registry import ModelSpec
 from engine.training import checkpoints, dataset, export
-from engine.training.config import TARGET_MODULES, TrainConfig
+from engine.training.config import (
+    DEMO_RESOLUTION,
+    DEMO_TARGET_MODULES,
+    TARGET_MODULES,
+    TEXT_TARGET_MODULES,
+    TrainConfig,
+)
 from engine.training.errors import TrainingUsageError
 
 log = logging.getLogger(__name__)
@@ -56,6 +68,127 @@ class TrainResult:
     validation_images: list[Path] = field(default_factory=list)
 
 
+class _Kind:
+    """The model-specific parts of training: Stable Diffusion 1.x/2.x (VAE latents, CLIP states)."""
+
+    unet_targets: tuple[str, ...] = TARGET_MODULES
+    text_encoder_targets: tuple[str, ...] = ()  # none: the text encoder stays as it is
+
+    def check(self, config: TrainConfig, pipe: Any) -> None:
+        if not all(hasattr(pipe, part) for part in ("unet", "vae", "text_encoder", "tokenizer")) or hasattr(
+            pipe, "text_encoder_2"
+        ):
+            raise TrainingUsageError(
+                f"--base {config.base} is a {type(pipe).__name__}; training supports Stable Diffusion 1.x/2.x models "
+                "(one UNet, one text encoder) and the demo model"
+            )
+
+    def freeze(self, pipe: Any) -> None:
+        for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+            part.requires_grad_(False)
+        if pipe.vae.dtype != torch.float32:
+            pipe.vae.to(dtype=torch.float32)
+
+    def step_multiple(self, pipe: Any) -> int:
+        """Image sides must be multiples of this (buckets)."""
+        return int(pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1))
+
+    def encode_images(self, run: _Run, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        vae = run.pipe.vae
+        with torch.no_grad():
+            posterior = vae.encode(pixels.to(run.device, torch.float32)).latent_dist
+            noise = torch.randn(posterior.mean.shape, generator=generator).to(run.device)
+            latents = posterior.mean + posterior.std * noise
+        scaled: torch.Tensor = latents * float(vae.config.scaling_factor)
+        return scaled.to(run.weight_dtype)
+
+    def conditioning(self, run: _Run, captions: list[str]) -> dict[str, torch.Tensor]:
+        """The UNet's keyword arguments for these captions."""
+        tokenizer = run.pipe.tokenizer
+        ids = tokenizer(
+            captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        with torch.no_grad():
+            hidden: torch.Tensor = run.pipe.text_encoder(ids.to(run.device))[0]
+        return {"encoder_hidden_states": hidden}
+
+    def loss_weights(self, pixels: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
+        """Per-element weights of the squared error (None: all equal)."""
+        return None
+
+    def check_captions(self, pipe: Any, examples: list[dataset.Example]) -> None:
+        return None
+
+
+class _DemoKind(_Kind):
+    """The demo model: 32 px RGB pixel-unshuffled (no VAE), the pooled text embedding as `class_labels`, the LoRA
+    on the UNet's attention, residual convolutions and time projections and on the text encoder's layers; errors
+    on the object count `1 + OBJECT_WEIGHT` times, as in the model's own training."""
+
+    unet_targets = DEMO_TARGET_MODULES
+    text_encoder_targets = TEXT_TARGET_MODULES
+
+    def check(self, config: TrainConfig, pipe: Any) -> None:
+        if config.resolution != DEMO_RESOLUTION:
+            raise TrainingUsageError(
+                f"--base {config.base} is the demo model, which draws at {DEMO_RESOLUTION} px: use --resolution "
+                f"{DEMO_RESOLUTION} (got {config.resolution})"
+            )
+        if config.kohya:
+            raise TrainingUsageError("--kohya writes Stable Diffusion's kohya format: leave it out for the demo model")
+
+    def freeze(self, pipe: Any) -> None:
+        for part in (pipe.unet, pipe.text_encoder):
+            part.requires_grad_(False)
+
+    def step_multiple(self, pipe: Any) -> int:
+        from engine.demo.pipeline import UNSHUFFLE
+
+        return int(UNSHUFFLE * 2 ** (len(pipe.unet.config.block_out_channels) - 1))
+
+    def encode_images(self, run: _Run, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        from engine.demo.pipeline import to_model_space
+
+        return to_model_space(pixels.to(run.device, torch.float32)).to(run.weight_dtype)
+
+    def conditioning(self, run: _Run, captions: list[str]) -> dict[str, torch.Tensor]:
+        from engine.demo.text import encode, tokenize
+
+        states, pooled = encode(run.pipe.text_encoder, tokenize(run.pipe.tokenizer, captions))  # with gradients
+        return {"encoder_hidden_states": states.to(run.weight_dtype), "class_labels": pooled.to(run.weight_dtype)}
+
+    def loss_weights(self, pixels: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
+        from engine.demo.pipeline import to_model_space
+
+        # The object: pixels that differ from the median colour of the image's border (as engine.demo.train_full).
+        border = torch.cat([pixels[..., 0, :], pixels[..., -1, :], pixels[..., :, 0], pixels[..., :, -1]], dim=-1)
+        background = border.median(dim=-1).values[..., None, None]
+        mask = ((pixels - background).abs().sum(dim=1, keepdim=True) > OBJECT_THRESHOLD).float()
+        weights = to_model_space((1 + OBJECT_WEIGHT * mask).expand(-1, 3, -1, -1))
+        return weights.to(like.device)
+
+    def check_captions(self, pipe: Any, examples: list[dataset.Example]) -> None:
+        tokenizer = pipe.tokenizer
+        unknown = sorted(
+            {
+                word
+                for example in examples
+                for word in tokenizer.tokenize(example.caption)
+                if tokenizer.convert_tokens_to_ids(word) == tokenizer.unk_token_id
+            }
+        )
+        if unknown or any(tokenizer.unk_token in tokenizer.tokenize(e.caption) for e in examples):
+            log.warning(
+                "the demo model's tokenizer knows one word per token and not these caption words, which all read as "
+                "one unknown word: %s",
+                ", ".join(unknown) or tokenizer.unk_token,
+            )
+
+
+OBJECT_WEIGHT = 3.0
+OBJECT_THRESHOLD = 30 / 127.5  # 30 levels of 255, summed over the channels, in [-1, 1] units
+
+
 @dataclass
 class _Run:
     config: TrainConfig
@@ -63,6 +196,7 @@ class _Run:
     noise_scheduler: Any
     device: torch.device
     weight_dtype: torch.dtype
+    kind: _Kind
 
     @property
     def pipe(self) -> Any:
@@ -91,68 +225,77 @@ def _load(config: TrainConfig, spec: ModelSpec | None, device: torch.device) -> 
 
     dtype_name = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}[config.mixed_precision]
     options = EngineOptions(device=str(device), dtype=dtype_name, channels_last=False, warmup=False)
+    from engine.demo.pipeline import DemoPipeline
+
     model = load_model_spec(spec or ModelSpec(name=config.base, source=config.base), options)
     pipe = model.pipe
-    if not all(hasattr(pipe, part) for part in ("unet", "vae", "text_encoder", "tokenizer")) or hasattr(
-        pipe, "text_encoder_2"
-    ):
-        raise TrainingUsageError(
-            f"--base {config.base} is a {type(pipe).__name__}; training supports Stable Diffusion 1.x/2.x models "
-            "(one UNet, one text encoder)"
-        )
-    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
-        part.requires_grad_(False)
-    if pipe.vae.dtype != torch.float32:
-        pipe.vae.to(dtype=torch.float32)
+    kind = _DemoKind() if isinstance(pipe, DemoPipeline) else _Kind()
+    kind.check(config, pipe)
+    kind.freeze(pipe)
     noise_scheduler: Any = cast(Any, DDPMScheduler).from_config(pipe.scheduler.config)
-    return _Run(config, model, noise_scheduler, device, model.dtype)
+    return _Run(config, model, noise_scheduler, device, model.dtype, kind)
 
 
-def _add_lora(run: _Run) -> tuple[Any, list[torch.nn.Parameter]]:
-    from peft import LoraConfig
+def _add_lora(run: _Run) -> tuple[dict[str, Any], list[torch.nn.Parameter]]:
+    """LoRA adapters on the UNet (and the text encoder, for kinds that train it): their configs by part name, and
+    the parameters to train."""
+    from peft import LoraConfig, inject_adapter_in_model
 
     config = run.config
-    lora_config = LoraConfig(
-        r=config.rank,
-        lora_alpha=cast(Any, _plain(config.lora_alpha)),
-        init_lora_weights="gaussian",
-        target_modules=list(TARGET_MODULES),
-    )
+
+    def lora_config(targets: tuple[str, ...]) -> Any:
+        return LoraConfig(
+            r=config.rank,
+            lora_alpha=cast(Any, _plain(config.lora_alpha)),
+            init_lora_weights="gaussian",
+            target_modules=list(targets),
+        )
+
+    configs = {"unet": lora_config(run.kind.unet_targets)}
+    if run.kind.text_encoder_targets:
+        configs["text_encoder"] = lora_config(run.kind.text_encoder_targets)
     unet = run.pipe.unet
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        unet.add_adapter(lora_config)
+        unet.add_adapter(configs["unet"])
+        if "text_encoder" in configs:
+            # peft's own injection: transformers' `add_adapter` wants a newer peft than the engine needs.
+            inject_adapter_in_model(configs["text_encoder"], run.pipe.text_encoder)
     parameters = [parameter for parameter in unet.parameters() if parameter.requires_grad]
+    if "text_encoder" in configs:
+        parameters += [parameter for parameter in run.pipe.text_encoder.parameters() if parameter.requires_grad]
     for parameter in parameters:
         parameter.data = parameter.data.to(torch.float32)  # fp16 gradients cannot be unscaled: keep these fp32
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    return lora_config, parameters
+    return configs, parameters
+
+
+def _adapter_state(run: _Run) -> dict[str, torch.Tensor]:
+    """Every trained LoRA weight, as a checkpoint holds them: the UNet's by peft's names, the text encoder's with
+    the prefix `TEXT_ENCODER_PREFIX`."""
+    state = export.peft_state(run.pipe.unet)
+    if run.kind.text_encoder_targets:
+        state.update({TEXT_ENCODER_PREFIX + k: v for k, v in export.peft_state(run.pipe.text_encoder).items()})
+    return state
+
+
+def _load_adapter_state(run: _Run, state: dict[str, torch.Tensor]) -> None:
+    state = {key: value.to(run.device) for key, value in state.items()}
+    text = {k[len(TEXT_ENCODER_PREFIX) :]: v for k, v in state.items() if k.startswith(TEXT_ENCODER_PREFIX)}
+    export.load_peft_state(run.pipe.unet, {k: v for k, v in state.items() if not k.startswith(TEXT_ENCODER_PREFIX)})
+    if run.kind.text_encoder_targets:
+        export.load_peft_state(run.pipe.text_encoder, text)
+    elif text:
+        raise TrainingUsageError("the checkpoint's LoRA does not fit this model (it has text encoder layers)")
+
+
+TEXT_ENCODER_PREFIX = "text_encoder."
 
 
 def _plain(number: float) -> int | float:
     return int(number) if float(number).is_integer() else number
-
-
-def _encode_prompts(run: _Run, captions: list[str]) -> torch.Tensor:
-    tokenizer = run.pipe.tokenizer
-    ids = tokenizer(
-        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-    with torch.no_grad():
-        hidden: torch.Tensor = run.pipe.text_encoder(ids.to(run.device))[0]
-    return hidden
-
-
-def _encode_images(run: _Run, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    vae = run.pipe.vae
-    with torch.no_grad():
-        posterior = vae.encode(pixels.to(run.device, torch.float32)).latent_dist
-        noise = torch.randn(posterior.mean.shape, generator=generator).to(run.device)
-        latents = posterior.mean + posterior.std * noise
-    scaled: torch.Tensor = latents * float(vae.config.scaling_factor)
-    return scaled.to(run.weight_dtype)
 
 
 def _loss(
@@ -166,8 +309,8 @@ def _loss(
 ) -> torch.Tensor:
     """The training loss of one batch; the last `prior_count` rows are class images (prior preservation)."""
     config, scheduler = run.config, run.noise_scheduler
-    latents = _encode_images(run, pixels, generator)
-    hidden = _encode_prompts(run, captions)
+    latents = run.kind.encode_images(run, pixels, generator)
+    conditioning = run.kind.conditioning(run, captions)
     count = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator)
     if config.noise_offset:
@@ -179,8 +322,12 @@ def _loss(
     prediction_type = scheduler.config.prediction_type
     target = noise if prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
     with run.autocast():
-        prediction = run.pipe.unet(noisy, timesteps, hidden).sample
-    errors: torch.Tensor = (prediction.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+        prediction = run.pipe.unet(noisy, timesteps, **conditioning).sample
+    squared = (prediction.float() - target.float()).pow(2)
+    weights = run.kind.loss_weights(pixels, squared)
+    errors: torch.Tensor = (
+        squared.mean(dim=(1, 2, 3)) if weights is None else (weights * squared).sum((1, 2, 3)) / weights.sum((1, 2, 3))
+    )
     instance, prior = errors[: count - prior_count], errors[count - prior_count :]
     if config.min_snr_gamma is not None:
         alphas = scheduler.alphas_cumprod.to(run.device)[timesteps[: count - prior_count]].float()
@@ -344,10 +491,11 @@ def train(
     config.output.mkdir(parents=True, exist_ok=True)
 
     run = _load(config, spec, device)
+    run.kind.check_captions(run.pipe, examples)
     class_examples = _class_examples(run)
-    lora_config, parameters = _add_lora(run)
+    lora_configs, parameters = _add_lora(run)
     unet = run.pipe.unet
-    step_multiple = run.pipe.vae_scale_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+    step_multiple = run.kind.step_multiple(run.pipe)
     buckets = dataset.make_buckets(config.resolution, step_multiple) if config.buckets else None
     plan = dataset.BatchPlan(
         examples, batch_size=config.batch_size, resolution=config.resolution, seed=config.seed, buckets=buckets
@@ -358,7 +506,7 @@ def train(
 
     start = 0
     if checkpoint is not None:
-        export.load_peft_state(unet, {k: v.to(run.device) for k, v in checkpoint.adapter.items()})
+        _load_adapter_state(run, checkpoint.adapter)
         optimizer.load_state_dict(checkpoint.state["optimizer"])
         scheduler.load_state_dict(checkpoint.state["scheduler"])
         if scaler is not None and checkpoint.state.get("scaler"):
@@ -403,7 +551,7 @@ def train(
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else {},
                 }
-                checkpoints.save_checkpoint(config.output, step, config, export.peft_state(unet), state)
+                checkpoints.save_checkpoint(config.output, step, config, _adapter_state(run), state)
             if on_step is not None:
                 on_step(step, total)
 
@@ -411,7 +559,10 @@ def train(
     probe_after = _probe(run, examples)
     if config.validation_prompts:
         validation_images += _validate(run, config.steps)
-    lora = export.save_diffusers(config.output, unet, lora_config)
+    text_encoder = run.pipe.text_encoder if "text_encoder" in lora_configs else None
+    lora = export.save_diffusers(
+        config.output, unet, lora_configs["unet"], text_encoder, lora_configs.get("text_encoder")
+    )
     kohya = export.save_kohya(config.output, unet, config.lora_alpha) if config.kohya else None
     seconds = time.perf_counter() - started
     summary = {
