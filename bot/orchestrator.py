@@ -9,9 +9,11 @@ stored before they are posted, and a job marked as posting is checked before it 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -167,6 +169,9 @@ class Orchestrator:
         self.audit: AuditSink = audit or NullAudit()
         self.review_desk: ReviewDesk | None = None
         self._following: dict[str, asyncio.Task[None]] = {}
+        # Checking, marking and encoding images is CPU work that holds the interpreter lock in stretches: done for
+        # several jobs at once it starves the event loop (late acknowledgements under load), so one job at a time.
+        self._finishing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
 
     async def submit(self, request: ImagineRequest, reporter: Reporter) -> str | Refusal:
         """Check, record and queue a request. Returns the job id, or the refusal the user was told."""
@@ -596,9 +601,8 @@ class Orchestrator:
         job_id = record.id
         if event.kind is EventKind.DONE:
             policy = self._policy_of(record)
-            stored = await asyncio.to_thread(
-                self.finisher.finish, job_id, record.model, event.images, blocks=policy.blocks
-            )
+            finish = functools.partial(self.finisher.finish, job_id, record.model, event.images, blocks=policy.blocks)
+            stored = await asyncio.get_running_loop().run_in_executor(self._finishing, finish)
             await asyncio.to_thread(self.store.add_images, job_id, stored)
             moved = await asyncio.to_thread(
                 self.store.transition,
