@@ -105,9 +105,9 @@ _TROPE = re.compile(
     r"big lips|on welfare|stealing|with a bomb)\b"
 )
 _ATROCITY = re.compile(
-    r"\b(?:mocking|mock|making fun of|laughing at|celebrating|celebrate|glorifying|glorify|cheering|praising|"
-    r"joking about|jokes about|funny)(?: \w+){0,3}? (?:the )?(?:holocaust|shoah|genocide|slavery|gas chambers?|"
-    r"lynching|lynchings|auschwitz|ethnic cleansing|9 11 attacks|twin towers attack)\b"
+    r"\b(?:mocking|mock|making fun of|laughing at|celebrating|celebrate|celebratory|glorifying|glorify|cheering|"
+    r"praising|joking about|jokes about|funny)(?: \w+){0,4}? (?:the )?(?:holocaust|shoah|genocide|slavery|"
+    r"gas chambers?|lynching|lynchings|auschwitz|ethnic cleansing|9 11 attacks|twin towers attack)\b"
 )
 _JUSTIFIED = re.compile(
     r"\b(?:genocide|holocaust|slavery|apartheid|ethnic cleansing|massacre|lynchings?)(?: \w+){0,2}? "
@@ -174,7 +174,8 @@ _HARASS = re.compile(
     r"(?:look|looks|looking) (?:ugly|fat|stupid|disgusting|diseased|retarded|pathetic)|tombstone|gravestone|"
     r"obituary|in a coffin|in a diaper|wearing a diaper|in diapers|crying like a baby|"
     r"send it to (?:all|everyone|the whole|every)|post it (?:in|to|on) the (?:group|server|chat)|"
-    r"sucking d ck|sucking dick|sucking cock)\b"
+    r"sucking d ck|sucking dick|sucking cock|on the toilet|real name|full name|snapchat handle|instagram handle|"
+    r"his address|her address)\b"
 )
 
 _SEX_ACT = re.compile(
@@ -190,7 +191,7 @@ _SEX_STRIP = re.compile(
     r"|\b(?:stripping|strips|stripped|undresses) (?:off|naked|nude|for|down to|in front|on camera|on stage)\b"
     r"|\b(?:pull|pulling|pulls|pulled|take|taking|takes|took|slip|slipping|slips|slide|sliding|slides|rip|ripping|"
     r"rips|tear|tearing|tears|peel|peeling|peels) (?:down|off) (?:her|his|their) "
-    r"(?:panties|underwear|knickers|thong|bra|bikini|bikini bottoms?|bikini top|top|shirt|"
+    r"(?:panties|underwear|knickers|thong|bra|bikini|bikini bottoms?|bikini top|top|shirt|lingerie|nightie|"
     r"pants|trousers|boxers|briefs|clothes|dress|skirt|swimsuit|leggings|shorts)\b"
     r"|\bexplicit (?:photo|photos|image|images|picture|pictures|pic|pics|scene|scenes|video|content|art|drawing|"
     r"render|shot|shots|photography|hentai|sex)\b"
@@ -213,11 +214,13 @@ _ILLICIT_ITEM = (
     r"phishing \w+|poison (?:someone|a person|my \w+|him|her|people)|stolen credit cards?|"
     r"skimmer|hotwire a car|hotwiring a car|break into a house|shoplift|shoplifting|launder money|untraceable poison|"
     r"3d printed (?:\w+ )?(?:gun|guns|glock|pistol|rifle|firearm|ar 15)|printable (?:gun|glock|pistol|firearm)|"
-    r"glock switch|solvent trap)"
+    r"glock switch|solvent trap|sql injection|pill press|fake oxy|counterfeit pills|fake pills|"
+    r"(?:credit card|password|user) database)"
 )
 _ILLICIT = re.compile(
     rf"\b{_ILLICIT_CUE}(?: \w+){{0,5}}? {_ILLICIT_ITEM}\b"
-    rf"|\b{_ILLICIT_ITEM}(?: \w+){{0,3}}? (?:recipe|tutorial|instructions|blueprint|schematic|guide|diagram)\b"
+    rf"|\b{_ILLICIT_ITEM}(?: \w+){{0,6}}? (?:recipe|tutorial|instructions|blueprint|schematic|guide|diagram|"
+    r"step by step|chart)\b"
 )
 _CRIME = re.compile(
     r"\bhow (?:to|do i|can i) (?:poison|kill|murder|kidnap|stalk|rob|mug|hack into|steal from|scam|blackmail|"
@@ -269,6 +272,10 @@ _SELF_HARM = re.compile(
     r"|\bhid(?:e|ing) (?:the |my |your |her |his )?(?:cuts|scars|self harm scars|self harm)\b"
     r"|\b(?:person|man|woman|girl|boy|guy|teen|someone|student) (?:jumping|jumps|about to jump) (?:off|from) "
     r"(?:a |the )?(?:bridge|building|roof|rooftop|skyscraper|balcony|overpass)\b"
+    r"|\b(?:person|man|woman|girl|boy|guy|teen|someone|body) hanging (?:from|by) (?:a |the )?(?:ceiling fan|ceiling|"
+    r"rope|noose|beam|rafter|rafters|tree branch|doorframe|door frame)\b"
+    r"|\b(?:on the edge of|standing on|on top of) (?:a |the )?(?:bridge|roof|rooftop|building|ledge|cliff|"
+    r"skyscraper)(?: \w+){0,2}? about to jump\b"
     r"|\b(?:burning|burn|burned|burnt|cutting|cut) (?:my|her|his|their|your) (?:own )?(?:arm|arms|skin|wrist|wrists|"
     r"hand|hands|leg|legs|thigh|thighs|forearm|forearms) with (?:a )?(?:cigarette|lighter|iron|razor|blade|knife)\b"
     r"|\b(?:razor|razor blade|blade) (?:and|with|on) (?:bloody|bleeding|cut) (?:thighs|wrists|arms|forearms|legs)\b"
@@ -357,7 +364,10 @@ class RuleSet:
                     rf"basically|no better than|only) )*(?:a |an )?(?!not |never |no )(?:\w+ )?{_HATE_PREDICATE}\b"
                 ),
             ),
-            ("hate-as-animals", re.compile(rf"\b{group} (?:depicted |drawn |shown |portrayed )?as {_ANIMALS}\b")),
+            (
+                "hate-as-animals",
+                re.compile(rf"\b{group} (?:depicted |drawn |shown |portrayed )?as (?:\w+ ){{0,2}}?{_ANIMALS}\b"),
+            ),
             (
                 "hate-calling",
                 re.compile(
