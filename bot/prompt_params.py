@@ -74,6 +74,9 @@ def _float(name: str, value: str) -> float:
         raise _bad(name, value, "give a number") from None
 
 
+_NEGATIVE_PROMPT = re.compile(r"\bnegative prompt\s*:", re.IGNORECASE)
+
+
 def split_parameters(prompt: str) -> tuple[str, InlineParameters]:
     """The prompt without its parameters, and the parameters. Raise `InvalidRequest` on unknown or
     malformed ones, naming them and listing the valid parameters."""
@@ -101,7 +104,7 @@ def split_parameters(prompt: str) -> tuple[str, InlineParameters]:
         if not value:
             raise _bad(raw_name, "", "it needs a value, for example " + _PARAMETERS[name][2])
         if name == "no":
-            values["negative"] = value
+            values["negative"] = ", ".join(p.strip(" ,\n") for p in _NEGATIVE_PROMPT.split(value) if p.strip(" ,\n"))
             continue
         first, _, after = value.partition(" ")
         if after.strip():
@@ -116,4 +119,12 @@ def split_parameters(prompt: str) -> tuple[str, InlineParameters]:
             values[name] = _float(raw_name, first)
         else:
             values[name] = first
+    # A prompt pasted from another tool often carries its negative prompt as "Negative prompt: ..." (Automatic1111's
+    # format): that part is what to avoid, so it joins the negative prompt rather than being drawn.
+    found = _NEGATIVE_PROMPT.search(text)
+    if found is not None:
+        avoid = text[found.end() :].strip(" ,\n")
+        text = text[: found.start()].strip(" ,\n")
+        if avoid:
+            values["negative"] = ", ".join(part for part in (avoid, values.get("negative")) if part)
     return text, InlineParameters(**values, given=tuple(given))

@@ -113,3 +113,27 @@ def test_a_saved_model_that_was_removed_is_ignored_but_a_named_one_is_checked() 
     assert resolve(request("a boat"), {"model": "gone"}, REGISTRY).model == "tiny"
     with pytest.raises(InvalidRequest, match="Choose one of: tiny, other"):
         resolve(request("a boat --model gone"), {}, REGISTRY)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "text", "negative"),
+    [
+        (
+            "a businesswoman in an office, Negative prompt: nsfw, nudity, gore",
+            "a businesswoman in an office",
+            "nsfw, nudity, gore",
+        ),
+        ("a cat on a sofa\nnegative prompt: lowres, bad hands", "a cat on a sofa", "lowres, bad hands"),
+        ("a positive and negative space poster", "a positive and negative space poster", None),
+    ],
+)
+def test_a_pasted_negative_prompt_is_what_to_avoid(prompt: str, text: str, negative: str | None) -> None:
+    assert split_parameters(prompt)[0] == text
+    assert split_parameters(prompt)[1].negative == negative
+
+
+def test_a_pasted_negative_prompt_after_an_inline_no_joins_it() -> None:
+    text, inline = split_parameters("a harbour --ar 16:9 --no people, Negative prompt: blur")
+    assert text == "a harbour"
+    assert inline.aspect == "16:9"
+    assert inline.negative == "people, blur"
