@@ -74,11 +74,10 @@ _SEXY_BODY = re.compile(
 # A harmful term right after one of these is said not to be wanted ("a battle, no gore", "sfw, no nudity").
 _NEGATIONS = frozenset({"no", "not", "without", "zero"})
 # Only a plain "no nudity": "no: n.u.d.e" is a decoy in front of a term, not a negation.
-_NEGATED = re.compile(r"\b(?:no|not|without|zero)\s+([^\W_][\w-]*)", re.IGNORECASE)
+_NEGATED = re.compile(rf"\b(?:{'|'.join(sorted(_NEGATIONS))})\s+([^\W_][\w-]*)", re.IGNORECASE)
 _HARMFUL_TAGS = frozenset(CATEGORIES)
-_PERSON_LISTS = frozenset({"people", "minors", "adults"})
 _MODIFIED_TAGS = frozenset(OBJECT_MODIFIERS)
-_PERSON_TAGS = ("people", "minors", "adults")
+_PERSON_TAGS = frozenset({"people", "minors", "adults"})
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ class TermIndex:
 
     def _is_person(self, word: str) -> bool:
         hit = self._lookup(word)
-        return hit is not None and bool(hit[1] & _PERSON_LISTS)
+        return hit is not None and bool(hit[1] & _PERSON_TAGS)
 
     def resegment(self, normalized: str) -> str:
         """Words run together or broken apart to hide a term, put right: "nakedwoman" → "naked woman" (a harmful
